@@ -1,0 +1,41 @@
+# The project's two commands: `make demo` and `make test`. Both set up .venv with pip first.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+export DAGSTER_HOME := $(CURDIR)/.dagster_home
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export WANDB_MODE ?= offline
+export WANDB_SILENT := true
+export TOKENIZERS_PARALLELISM := false
+export VIRTUAL_ENV := $(CURDIR)/$(VENV)
+
+.PHONY: setup demo test check ui clean
+
+$(VENV)/.installed: requirements.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -r requirements.txt
+	$(BIN)/pip install -q --no-deps --no-build-isolation -e .
+	touch $@
+
+$(DAGSTER_HOME)/dagster.yaml: dagster.yaml
+	mkdir -p $(DAGSTER_HOME)
+	cp dagster.yaml $@
+
+setup: $(VENV)/.installed $(DAGSTER_HOME)/dagster.yaml
+
+demo: setup
+	$(BIN)/python -m srl_assets.demo $(DEMO_ARGS)
+
+check: setup
+	$(BIN)/dg check defs
+
+test: check
+	$(BIN)/pytest -q $(PYTEST_ARGS)
+
+ui: setup
+	$(BIN)/dagster dev -w workspace.yaml
+
+clean:
+	rm -rf $(DAGSTER_HOME)

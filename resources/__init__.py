@@ -1,0 +1,1 @@
+"""Dagster ConfigurableResources of the platform."""

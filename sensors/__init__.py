@@ -1,0 +1,1 @@
+"""Sensors of the platform (weakness-driven retraining, rules changes)."""

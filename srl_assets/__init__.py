@@ -1,0 +1,1 @@
+"""SRL -> RLVR training platform: the Dagster code location and the domain library it runs."""

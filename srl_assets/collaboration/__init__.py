@@ -1,0 +1,1 @@
+"""Three-model collaboration: LoreRetriever -> TeacherPlanner -> Verifier, run by the orchestrator."""

@@ -1,0 +1,22 @@
+"""How tasks, lore and steps are shown to the policy. One place, so SFT, SRL, RLVR and evaluation
+all read the same text."""
+
+from __future__ import annotations
+
+THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
+
+
+def task_prompt(task_text: str, lore: str) -> str:
+    """RLVR / evaluation prompt: the model writes the whole trajectory."""
+    return f"Task: {task_text}\nLore:\n{lore}\nPlan:\n"
+
+
+def step_prompt(task_text: str, lore: str, previous_steps: list[str], next_title: str | None) -> str:
+    """SRL prompt: the model writes only the next step (after a think block)."""
+    done = "\n".join(previous_steps) if previous_steps else "(none yet)"
+    hint = f"\nNext step title: {next_title}" if next_title else ""
+    return f"Task: {task_text}\nLore:\n{lore}\nSteps so far:\n{done}{hint}\nNext step:\n"
+
+
+def think(text: str) -> str:
+    return f"{THINK_OPEN}{text}{THINK_CLOSE}"

@@ -1,0 +1,1 @@
+"""RLVR stage: outcome-reward training algorithms (no Dagster imports)."""

@@ -1,0 +1,1 @@
+"""SRL stage: the step-wise reward and the dynamic-sampling filter (no Dagster imports)."""
