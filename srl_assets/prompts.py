@@ -20,3 +20,11 @@ def step_prompt(task_text: str, lore: str, previous_steps: list[str], next_title
 
 def think(text: str) -> str:
     return f"{THINK_OPEN}{text}{THINK_CLOSE}"
+
+
+def strip_think(text: str) -> str:
+    """Drop a leading ``<think>...</think>`` block, if any, so the verifier reads the steps."""
+    stripped = text.lstrip()
+    if stripped.startswith(THINK_OPEN) and THINK_CLOSE in stripped:
+        return stripped.split(THINK_CLOSE, 1)[1].lstrip("\n")
+    return text

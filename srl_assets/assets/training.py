@@ -1,0 +1,204 @@
+"""Training assets: ``base_model`` -> ``normalized_rewards`` -> ``srl_checkpoint`` -> ``rlvr_checkpoint``.
+
+Each runs as an op in the ``gpu`` pool; the work itself runs in a child process through Dagster
+Pipes (``srl_assets.training.child``), and the finished model is published atomically through the
+CheckpointStore resource.
+"""
+
+
+import json
+import random
+import statistics
+from typing import Any, Literal
+
+import dagster as dg
+import pandas as pd
+import pydantic
+from pydantic import Field
+
+from resources.checkpoint_store import CheckpointStore
+from resources.duckdb_store import DuckDBStore
+from resources.rules import RulesResource
+from resources.training import TrainingResource
+from resources.wandb_resource import WandbResource
+from srl_assets.assets.training_support import (checkpoint_metadata, curve_plot, fetch_checkpoint,
+                                                latest_checkpoint, publish_checkpoint, run_child)
+from srl_assets.config_models import config_from_dataclass
+from srl_assets.dynamic_example_generator import Task
+from srl_assets.partitions import model_type_partitions
+from srl_assets.prompts import task_prompt, think
+from srl_assets.rlvr.dpo_trainer import DPOStageConfig
+from srl_assets.rlvr.ppo_trainer import PPOConfig
+from srl_assets.rlvr.verifier_reward import task_column
+from srl_assets.training.grpo_common import GRPOStageConfig
+from srl_assets.training.stages import read_rows
+
+
+class BaseModelConfig(dg.Config):
+    model_name_or_path: str | None = Field(default=None, description="Any Hugging Face causal LM (folder or "
+                                           "hub name); empty = the tiny Llama built offline from the corpus.")
+    vocab_size: int = Field(default=1024, description="BPE vocabulary of the tiny default.")
+    tiny: dict[str, int] = Field(default_factory=dict, description="TinyModelConfig overrides, e.g. hidden_size.")
+    sft_trajectories: int = Field(default=16, description="Expert trajectories in the warm-start slice "
+                                  "(small on purpose, so the RL stages have something to improve).")
+    sft_steps: int = Field(default=120, description="Warm-start SFT steps (0 = none).")
+    sft_lr: float = Field(default=1e-3, description="Warm-start learning rate (~1e-5 for a pretrained model).")
+    sft_batch_size: int = Field(default=8, description="Warm-start batch size.")
+    seed: int = 0
+
+
+class NormalizedRewardsConfig(dg.Config):
+    target_prompts: int = Field(default=24, description="Informative step prompts to keep.")
+    num_generations: int = Field(default=4, description="Rollouts per prompt.")
+    max_completion_length: int = Field(default=80, description="Tokens per rollout.")
+    temperature: float = Field(default=0.7, description="Rollout sampling temperature (the paper uses 1.0; an "
+                               "under-trained tiny model breaks the format on most samples at 1.0).")
+    normalizer: str = Field(default="group", description="RewardNormalizer: group | batch | running | none.")
+    dynamic_sampling_eps: float = Field(default=1e-3, description="Groups whose reward std <= eps are dropped.")
+    seed: int = 0
+
+
+SRLConfig = config_from_dataclass(GRPOStageConfig, "SRLConfig", defaults={"max_steps": 12, "max_completion_length": 80})
+_GRPOForRLVR = config_from_dataclass(GRPOStageConfig, "RLVRGRPOConfig",
+                                     defaults={"max_steps": 12, "max_completion_length": 320, "prompts_per_step": 2})
+_PPOForRLVR = config_from_dataclass(PPOConfig, "RLVRPPOConfig", defaults={"num_steps": 8, "max_new_tokens": 320})
+_DPOForRLVR = config_from_dataclass(DPOStageConfig, "RLVRDPOConfig", defaults={"max_steps": 12, "max_new_tokens": 320})
+
+
+class RLVRConfig(dg.Config):
+    algorithm: Literal["grpo", "ppo", "dpo"] = Field(default="grpo", description="RLVR algorithm.")
+    max_tasks: int = Field(default=32, description="Training tasks used as RLVR prompts.")
+    grpo: _GRPOForRLVR = Field(default_factory=_GRPOForRLVR)
+    ppo: _PPOForRLVR = Field(default_factory=_PPOForRLVR)
+    dpo: _DPOForRLVR = Field(default_factory=_DPOForRLVR)
+
+
+def _base_rows(duckdb_store: DuckDBStore, model_type: str, rules, config: BaseModelConfig) -> list[dict[str, Any]]:
+    trajs = duckdb_store.read("trajectories", model_type).sort_values("task_id")
+    steps = duckdb_store.read("srl_steps", model_type)
+    corpus = [p.text for p in rules.lore] + list(trajs.trajectory) + list(trajs.prompt) + list(steps.prompt.head(200))
+    rows: list[dict[str, Any]] = [{"kind": "corpus", "text": t} for t in corpus]
+    slice_ids = set(trajs.task_id.head(config.sft_trajectories))
+    for r in trajs[trajs.task_id.isin(slice_ids)].itertuples():
+        rows.append({"kind": "sft", "prompt": task_prompt(r.prompt, r.lore), "completion": r.trajectory})
+    for r in steps[steps.task_id.isin(slice_ids)].itertuples():
+        rows.append({"kind": "sft", "prompt": r.prompt, "completion": f"{think(f'Next: {r.next_title}.')}\n{r.target}"})
+    return rows
+
+
+@dg.asset(partitions_def=model_type_partitions, deps=["trajectories", "srl_steps"], group_name="training",
+          pool="gpu", kinds={"pytorch"}, description="The starting policy: a tiny Llama + BPE tokenizer "
+          "built offline and warm-started by a short SFT, or any Hugging Face causal LM.")
+def base_model(context: dg.AssetExecutionContext, config: BaseModelConfig, duckdb_store: DuckDBStore,
+               rules_resource: RulesResource, checkpoint_store: CheckpointStore, training: TrainingResource,
+               wandb: WandbResource, pipes_subprocess_client: dg.PipesSubprocessClient) -> dg.MaterializeResult:
+    model_type = context.partition_key
+    _, rules = rules_resource.load(model_type)
+    rows = _base_rows(duckdb_store, model_type, rules, config)
+    child_config = {"model_name_or_path": config.model_name_or_path, "vocab_size": config.vocab_size,
+                    "tiny": config.tiny, "sft_steps": config.sft_steps, "sft_lr": config.sft_lr,
+                    "sft_batch_size": config.sft_batch_size, "seed": config.seed}
+    summary, child_meta, out_dir, work_dir = run_child(
+        context, pipes_subprocess_client, training, wandb, "base", rows, child_config,
+        {"rows": len(rows), "rules": rules.version})
+    info = publish_checkpoint(context, checkpoint_store, duckdb_store, "base", out_dir, summary)
+    loss = summary["sft"].get("final_loss")
+    metadata = {**child_meta, **checkpoint_metadata(info, summary), "parameters": summary["parameters"],
+                "source": summary["source"], "sft_examples": summary["sft_examples"],
+                "final_mean_reward": float("nan"), "sft_final_loss": float(loss) if loss is not None else float("nan")}
+    if summary["log"]:
+        metadata["loss_curve"] = curve_plot(summary["log"], ["loss"], work_dir / "loss.png", f"SFT loss ({model_type})")
+    training.clean(work_dir)
+    return dg.MaterializeResult(metadata=metadata)
+
+
+@dg.asset(partitions_def=model_type_partitions, deps=["base_model", "srl_steps"], group_name="training",
+          pool="gpu", kinds={"pytorch", "duckdb"}, description="Rollouts of the base policy on step prompts, "
+          "step rewards normalized by the RewardNormalizer; zero-variance prompts dropped and replaced.")
+def normalized_rewards(context: dg.AssetExecutionContext, config: NormalizedRewardsConfig,
+                       duckdb_store: DuckDBStore, checkpoint_store: CheckpointStore, training: TrainingResource,
+                       wandb: WandbResource, pipes_subprocess_client: dg.PipesSubprocessClient) -> dg.MaterializeResult:
+    model_type = context.partition_key
+    base = latest_checkpoint(duckdb_store, "base", model_type)
+    steps = duckdb_store.read("srl_steps", model_type)
+    pool = [{"task_id": r.task_id, "step_index": int(r.step_index), "prompt": r.prompt, "target": r.target}
+            for r in steps.itertuples()]
+    random.Random(config.seed).shuffle(pool)
+    model_path = fetch_checkpoint(checkpoint_store, training, base)
+    summary, _, out_dir, work_dir = run_child(context, pipes_subprocess_client, training, wandb, "rollouts", pool,
+                                              config.model_dump(), {"base": base["sha256"]}, model_path=model_path)
+    all_rows = read_rows(out_dir / "rollouts.jsonl")
+    training.clean(work_dir)
+    stats = summary["normalizer_stats"]
+    kept = [r for r in all_rows if r["informative"] and r["rollout"] == 0]
+    df = pd.DataFrame(all_rows).assign(model_type=model_type, base_sha256=base["sha256"])
+    df["kept"] = df["informative"]
+    duckdb_store.replace_partition("normalized_rewards", model_type, df)
+    groups = df.groupby(["task_id", "step_index"])
+    raw = df.raw_reward.tolist()
+    hist = pd.cut(df.raw_reward, bins=[-1.01, -0.99, 0.2, 0.4, 0.6, 0.8, 1.0]).value_counts(sort=False)
+    table = "\n".join(f"| {interval} | {count} |" for interval, count in hist.items())
+    return dg.MaterializeResult(metadata={
+        "prompts_rolled_out": groups.ngroups,
+        "prompts_kept": len(kept),
+        "prompts_dropped_zero_variance": groups.ngroups - len(kept),
+        "rollouts": len(df),
+        "raw_reward_mean": statistics.fmean(raw),
+        "format_violation_rate": sum(r == -1.0 for r in raw) / len(raw),
+        "normalizer": config.normalizer,
+        "normalizer_stats": dg.MetadataValue.json(stats),
+        "reward_distribution": dg.MetadataValue.md(f"| raw step reward | rollouts |\n|---|---|\n{table}"),
+        "base_checkpoint": base["uri"],
+    })
+
+
+@dg.asset(partitions_def=model_type_partitions, deps=["normalized_rewards", "base_model"], group_name="training",
+          pool="gpu", kinds={"pytorch"}, description="SRL: GRPO with the step-wise similarity reward "
+          "on the informative step prompts (SRLTrainer).")
+def srl_checkpoint(context: dg.AssetExecutionContext, config: SRLConfig, duckdb_store: DuckDBStore,
+                   checkpoint_store: CheckpointStore, training: TrainingResource, wandb: WandbResource,
+                   pipes_subprocess_client: dg.PipesSubprocessClient) -> dg.MaterializeResult:
+    model_type = context.partition_key
+    base = latest_checkpoint(duckdb_store, "base", model_type)
+    rewards = duckdb_store.read("normalized_rewards", model_type, "kept")
+    steps = duckdb_store.read("srl_steps", model_type)
+    kept = rewards[["task_id", "step_index"]].drop_duplicates().merge(steps, on=["task_id", "step_index"])
+    if kept.empty:
+        raise RuntimeError(f"{model_type}: normalized_rewards kept no informative prompt; raise "
+                           f"target_prompts or the rollout temperature")
+    rows = [{"prompt": r.prompt, "target": r.target} for r in kept.itertuples()]
+    summary, child_meta, out_dir, work_dir = run_child(
+        context, pipes_subprocess_client, training, wandb, "srl", rows, config.model_dump(),
+        {"base": base["sha256"], "rows": len(rows)}, model_path=fetch_checkpoint(checkpoint_store, training, base))
+    info = publish_checkpoint(context, checkpoint_store, duckdb_store, "srl", out_dir, summary)
+    metadata = {**child_meta, **checkpoint_metadata(info, summary), "prompts": len(rows),
+                "final_kl_coef": float(summary.get("final_beta", 0.0)),
+                "normalizer_stats": dg.MetadataValue.json(summary.get("normalizer_stats", {})),
+                "reward_curve": curve_plot([{"step": i + 1, "raw_step_reward": v} for i, v in enumerate(summary["raw_reward_history"])],
+                                           ["raw_step_reward"], work_dir / "reward.png", f"SRL step reward ({model_type})")}
+    training.clean(work_dir)
+    return dg.MaterializeResult(metadata=metadata)
+
+
+@dg.asset(partitions_def=model_type_partitions, deps=["srl_checkpoint", "trajectories"], group_name="training",
+          pool="gpu", kinds={"pytorch"}, description="RLVR from the SRL checkpoint: reward = the verifier's "
+          "score on the final spec (GRPO, the project's PPO, or DPO on verifier-ranked pairs).")
+def rlvr_checkpoint(context: dg.AssetExecutionContext, config: RLVRConfig, duckdb_store: DuckDBStore,
+                    rules_resource: RulesResource, checkpoint_store: CheckpointStore, training: TrainingResource,
+                    wandb: WandbResource, pipes_subprocess_client: dg.PipesSubprocessClient) -> dg.MaterializeResult:
+    model_type = context.partition_key
+    srl = latest_checkpoint(duckdb_store, "srl", model_type)
+    trajs = duckdb_store.read("trajectories", model_type).sort_values("task_id").head(config.max_tasks)
+    tasks = {t.task_id: t for t in (Task.from_row(r) for r in duckdb_store.read("task_examples", model_type, "split = 'train'").to_dict("records"))}
+    rows = [{"prompt": task_prompt(r.prompt, r.lore), "task": task_column(tasks[r.task_id])} for r in trajs.itertuples()]
+    algo_config = {"algorithm": config.algorithm, **getattr(config, config.algorithm).model_dump()}
+    summary, child_meta, out_dir, work_dir = run_child(
+        context, pipes_subprocess_client, training, wandb, "rlvr", rows, algo_config,
+        {"srl": srl["sha256"], "rows": len(rows)}, model_path=fetch_checkpoint(checkpoint_store, training, srl),
+        rules_dir=rules_resource.rules_dir)
+    info = publish_checkpoint(context, checkpoint_store, duckdb_store, "rlvr", out_dir, summary)
+    metadata = {**child_meta, **checkpoint_metadata(info, summary), "algorithm": config.algorithm, "prompts": len(rows),
+                "reward_curve": curve_plot([{"step": i + 1, "verifier_score": v} for i, v in enumerate(summary["raw_reward_history"])],
+                                           ["verifier_score"], work_dir / "reward.png", f"RLVR verifier score ({model_type})")}
+    training.clean(work_dir)
+    return dg.MaterializeResult(metadata=metadata)

@@ -1,0 +1,33 @@
+"""Evaluate a checkpoint on held-out tasks: greedy trajectories scored by the Verifier."""
+
+from __future__ import annotations
+
+import time
+
+from srl_assets.collaboration.verifier import Verifier
+from srl_assets.dynamic_example_generator import Task
+from srl_assets.models.tiny import generate, load_model
+from srl_assets.performance.performance_tracker import EvalRecord
+from srl_assets.prompts import strip_think
+
+
+def evaluate_checkpoint(candidate: str, model_path: str, tasks: list[Task], prompts: list[str],
+                        verifier: Verifier, max_new_tokens: int = 320, batch_size: int = 16) -> list[EvalRecord]:
+    """One record per task. Latency is the batch's wall time shared evenly by its tasks."""
+    model, tokenizer = load_model(model_path)
+    records: list[EvalRecord] = []
+    for start in range(0, len(tasks), batch_size):
+        batch_tasks, batch_prompts = tasks[start:start + batch_size], prompts[start:start + batch_size]
+        t0 = time.perf_counter()
+        outputs = generate(model, tokenizer, batch_prompts, max_new_tokens=max_new_tokens,
+                           temperature=0.0, batch_size=batch_size)
+        latency = (time.perf_counter() - t0) / len(batch_tasks)
+        for task, text in zip(batch_tasks, outputs, strict=True):
+            verdict = verifier.verify_trajectory(task, strip_think(text))
+            failed = tuple(s for s in verdict.failed_skills if s in task.skills)
+            records.append(EvalRecord(
+                candidate=candidate, task_id=task.task_id, skills=task.skills, passed=verdict.passed,
+                score=verdict.score, failed_skills=failed, format_ok=verdict.format_ok,
+                output_tokens=len(tokenizer(text, add_special_tokens=False)["input_ids"]),
+                latency_s=latency))
+    return records

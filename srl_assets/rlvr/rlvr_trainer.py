@@ -1,0 +1,122 @@
+"""RLVRTrainer: from the SRL checkpoint, reward = the Verifier's score on the final spec.
+
+Algorithms are registered by name: ``grpo`` (TRL GRPOTrainer, the default), ``ppo`` (the project's
+own PPOTrainer: TRL removed its PPO in 1.13) and ``dpo`` (TRL DPOTrainer on verifier-ranked pairs
+sampled from the SRL policy). Each takes the same inputs and returns the same summary.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from datasets import Dataset
+from trl import GRPOTrainer
+
+from srl_assets.collaboration.verifier import Verifier
+from srl_assets.models.tiny import load_model, save_model
+from srl_assets.prompts import strip_think
+from srl_assets.reward_normalizer import make_normalizer
+from srl_assets.rlvr.dpo_trainer import DPOStageConfig, build_preference_pairs, sample_and_rank, train_dpo
+from srl_assets.rlvr.ppo_trainer import PPOConfig, PPOTrainer
+from srl_assets.rlvr.verifier_reward import make_verifier_reward_fn, parse_task_column
+from srl_assets.training.grpo_common import (AdaptiveKLCallback, GRPOStageConfig, MetricsCallback,
+                                             NormalizedReward, resume_point)
+
+
+@dataclass
+class RLVRInputs:
+    model_path: str
+    rows: list[dict[str, str]]  # {"prompt": task + lore, "task": task json}
+    verifier: Verifier
+    work_dir: Path
+    out_dir: Path
+    report_to: list[str]
+    on_log: Callable[[dict], None] | None = None
+    run_name: str = "rlvr"
+
+
+ALGORITHMS: dict[str, Callable[[RLVRInputs, dict[str, Any]], dict[str, Any]]] = {}
+
+
+def register_algorithm(name: str):
+    def wrap(fn):
+        if name in ALGORITHMS:
+            raise ValueError(f"RLVR algorithm {name!r} is already registered")
+        ALGORITHMS[name] = fn
+        return fn
+    return wrap
+
+
+class RLVRTrainer:
+    def __init__(self, algorithm: str = "grpo", config: dict[str, Any] | None = None):
+        if algorithm not in ALGORITHMS:
+            raise ValueError(f"unknown RLVR algorithm {algorithm!r}; known: {sorted(ALGORITHMS)}")
+        self.algorithm = algorithm
+        self.config = config or {}
+
+    def train(self, inputs: RLVRInputs) -> dict[str, Any]:
+        if not inputs.rows:
+            raise ValueError("RLVR needs at least one task prompt")
+        return {"stage": "rlvr", "algorithm": self.algorithm, **ALGORITHMS[self.algorithm](inputs, self.config)}
+
+
+@register_algorithm("grpo")
+def _grpo(inputs: RLVRInputs, config: dict[str, Any]) -> dict[str, Any]:
+    cfg = GRPOStageConfig.from_dict(config)
+    model, tokenizer = load_model(inputs.model_path)
+    reward = NormalizedReward(make_verifier_reward_fn(inputs.verifier), make_normalizer(cfg.normalizer),
+                              cfg.num_generations, "verifier_score")
+    metrics_cb = MetricsCallback(inputs.on_log)
+    kl_cb = AdaptiveKLCallback(cfg.make_kl_controller(), cfg.prompts_per_step * cfg.num_generations)
+    trainer = GRPOTrainer(model=model, reward_funcs=[reward], processing_class=tokenizer,
+                          args=cfg.trl_config(inputs.work_dir / "trainer", inputs.report_to, inputs.run_name),
+                          train_dataset=Dataset.from_list(inputs.rows), callbacks=[metrics_cb, kl_cb])
+    kl_cb.trainer = trainer
+    resumed_from = resume_point(inputs.work_dir / "trainer")
+    trainer.train(resume_from_checkpoint=resumed_from)
+    save_model(trainer.model, tokenizer, inputs.out_dir)
+    return {"config": asdict(cfg), "resumed_from": resumed_from, "steps": trainer.state.global_step,
+            "log": metrics_cb.logs, "kl_history": kl_cb.history, "raw_reward_history": reward.raw_history,
+            "normalizer_stats": reward.normalizer.stats()}
+
+
+@register_algorithm("ppo")
+def _ppo(inputs: RLVRInputs, config: dict[str, Any]) -> dict[str, Any]:
+    cfg = PPOConfig(**config)
+    model, tokenizer = load_model(inputs.model_path)
+    ref_model = copy.deepcopy(model).eval()
+    for p in ref_model.parameters():
+        p.requires_grad_(False)
+    tasks = {r["prompt"]: parse_task_column(r["task"]) for r in inputs.rows}
+
+    def reward_fn(prompts: list[str], completions: list[str]) -> list[float]:
+        return [inputs.verifier.verify_trajectory(tasks[p], strip_think(c)).score
+                for p, c in zip(prompts, completions, strict=True)]
+
+    trainer = PPOTrainer(model, ref_model, tokenizer, reward_fn, cfg)
+    log = trainer.train(list(tasks), on_step=inputs.on_log)
+    save_model(model, tokenizer, inputs.out_dir)
+    return {"config": asdict(cfg), "resumed_from": None, "steps": len(log), "log": log,
+            "raw_reward_history": [m["reward_mean"] for m in log]}
+
+
+@register_algorithm("dpo")
+def _dpo(inputs: RLVRInputs, config: dict[str, Any]) -> dict[str, Any]:
+    cfg = DPOStageConfig(**config)
+    model, tokenizer = load_model(inputs.model_path)
+    tasks = {r["prompt"]: parse_task_column(r["task"]) for r in inputs.rows}
+    samples = sample_and_rank(model, tokenizer, list(tasks),
+                              lambda p, c: inputs.verifier.verify_trajectory(tasks[p], strip_think(c)).score, cfg)
+    pairs = build_preference_pairs(samples, cfg.min_margin)
+    metrics_cb = MetricsCallback(inputs.on_log)
+    resumed_from = resume_point(inputs.work_dir / "trainer")
+    trainer = train_dpo(model, tokenizer, pairs, cfg, inputs.work_dir / "trainer", inputs.report_to,
+                        [metrics_cb], resumed_from)
+    save_model(trainer.model, tokenizer, inputs.out_dir)
+    sample_mean = sum(s.score for s in samples) / len(samples)
+    return {"config": asdict(cfg), "resumed_from": resumed_from, "steps": trainer.state.global_step,
+            "log": metrics_cb.logs, "pairs": len(pairs), "sample_score_mean": sample_mean,
+            "raw_reward_history": [sample_mean]}

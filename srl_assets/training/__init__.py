@@ -1,0 +1,1 @@
+"""Training plumbing shared by the SRL and RLVR stages (no Dagster import here)."""
