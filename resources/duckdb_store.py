@@ -56,29 +56,23 @@ class DuckDBStore(dg.ConfigurableResource):
 
     def replace_partition(self, table: str, model_type: str, df: pd.DataFrame) -> int:
         """Atomically replace every row of ``model_type`` in ``table`` with ``df``."""
-        table = _ident(table)
         if "model_type" not in df.columns or set(df["model_type"]) - {model_type}:
             raise ValueError(f"{table}: every row must have model_type={model_type!r}")
-        with self.connect() as conn:
-            conn.register("incoming", df)
-            conn.execute("BEGIN TRANSACTION")
-            try:
-                conn.execute(f"CREATE TABLE IF NOT EXISTS {table} AS SELECT * FROM incoming LIMIT 0")
-                conn.execute(f"DELETE FROM {table} WHERE model_type = ?", [model_type])
-                conn.execute(f"INSERT INTO {table} BY NAME SELECT * FROM incoming")
-                conn.execute("COMMIT")
-            except Exception:
-                conn.execute("ROLLBACK")
-                raise
-        return len(df)
+        return self._write(table, df, replace_model_type=model_type)
 
     def append(self, table: str, df: pd.DataFrame) -> int:
+        return self._write(table, df)
+
+    def _write(self, table: str, df: pd.DataFrame, replace_model_type: str | None = None) -> int:
+        """Create the table from ``df``'s schema if needed, then write in one transaction."""
         table = _ident(table)
         with self.connect() as conn:
             conn.register("incoming", df)
             conn.execute("BEGIN TRANSACTION")
             try:
                 conn.execute(f"CREATE TABLE IF NOT EXISTS {table} AS SELECT * FROM incoming LIMIT 0")
+                if replace_model_type is not None:
+                    conn.execute(f"DELETE FROM {table} WHERE model_type = ?", [replace_model_type])
                 conn.execute(f"INSERT INTO {table} BY NAME SELECT * FROM incoming")
                 conn.execute("COMMIT")
             except Exception:

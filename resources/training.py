@@ -15,6 +15,9 @@ from pydantic import Field
 
 class TrainingResource(dg.ConfigurableResource):
     work_root: str = Field(description="Intermediate checkpoints and staging (kept across op retries).")
+    policy_lore_k: int = Field(default=0, description="Retrieved lore passages shown in the policy's prompts "
+                               "(SFT, SRL, RLVR, evaluation). 0 for the embedded tiny model, which learns the "
+                               "rules faster without them in 20 CPU minutes; 2 for a real model (see configs/).")
     accelerate_when_multi_gpu: bool = Field(default=True, description="Start the child with "
                                             "`accelerate launch` when more than one GPU is visible.")
 

@@ -22,7 +22,10 @@ WEAK_SKILL_WEIGHT = 4.0
 
 
 def _parse_cursor(raw: str | None) -> dict:
-    return json.loads(raw) if raw else {"last_detected_at": "", "last_request": {}}
+    state = json.loads(raw) if raw else {}
+    state.setdefault("handled_until", {})  # model type -> newest detected_at already requested
+    state.setdefault("last_request", {})  # model type -> when its last run was requested
+    return state
 
 
 def retraining_run_config(weak_skills: list[str], weight: float = WEAK_SKILL_WEIGHT) -> dict:
@@ -31,18 +34,24 @@ def retraining_run_config(weak_skills: list[str], weight: float = WEAK_SKILL_WEI
 
 def evaluate_weaknesses(duckdb_store: DuckDBStore, cursor: str | None, now: datetime,
                         cooldown_s: float = COOLDOWN_S) -> tuple[list[dg.RunRequest], str, str | None]:
-    """(run requests, new cursor, skip reason). Pure enough to test without a sensor context."""
+    """(run requests, new cursor, skip reason). Pure enough to test without a sensor context.
+
+    The cursor keeps a high-water mark per partition, so a weakness deferred by one partition's
+    cooldown never makes another partition's weakness trigger twice.
+    """
     state = _parse_cursor(cursor)
     if not duckdb_store.table_exists(WEAKNESS_TABLE):
         return [], json.dumps(state), "no weaknesses table yet: materialize `weaknesses` first"
-    new = duckdb_store.read(WEAKNESS_TABLE, where="detected_at > ?", params=[state["last_detected_at"]])
-    if new.empty:
-        return [], json.dumps(state), f"no weakness detected after {state['last_detected_at'] or 'the start'}"
+    low = min(state["handled_until"].values(), default="")
+    rows = duckdb_store.read(WEAKNESS_TABLE, where="detected_at > ?", params=[low])
+    rows = rows[rows.detected_at > rows.model_type.map(lambda m: state["handled_until"].get(m, ""))]
+    if rows.empty:
+        return [], json.dumps(state), "no weakness detected since the last request of each partition"
     requests, deferred = [], []
-    for model_type, group in new.groupby("model_type"):
+    for model_type, group in rows.sort_values("detected_at").groupby("model_type"):
         last = state["last_request"].get(model_type)
         if last and (now - datetime.fromisoformat(last)).total_seconds() < cooldown_s:
-            deferred.append((model_type, group.detected_at.min()))
+            deferred.append(model_type)
             continue
         report_id = str(group.report_id.iloc[-1])
         skills = sorted(set(group.skill))
@@ -50,19 +59,9 @@ def evaluate_weaknesses(duckdb_store: DuckDBStore, cursor: str | None, now: date
             run_key=f"weakness-{model_type}-{report_id}", partition_key=model_type,
             run_config=retraining_run_config(skills),
             tags={"srl/trigger": "weakness", "srl/weak_skills": ",".join(skills), "srl/report_id": report_id}))
+        state["handled_until"][model_type] = str(group.detected_at.max())
         state["last_request"][model_type] = now.isoformat()
-    # Advance the cursor past everything handled, but not past a deferred weakness.
-    handled = new[~new.model_type.isin([m for m, _ in deferred])]
-    if deferred:
-        oldest_deferred = min(d for _, d in deferred)
-        before = handled[handled.detected_at < oldest_deferred]
-        if not before.empty:
-            state["last_detected_at"] = max(state["last_detected_at"], before.detected_at.max())
-    elif not handled.empty:
-        state["last_detected_at"] = max(state["last_detected_at"], handled.detected_at.max())
-    skip = None
-    if not requests:
-        skip = "weak partitions are in their cooldown: " + ", ".join(sorted(m for m, _ in deferred))
+    skip = None if requests else "weak partitions are in their cooldown: " + ", ".join(sorted(deferred))
     return requests, json.dumps(state), skip
 
 

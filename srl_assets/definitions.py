@@ -37,7 +37,7 @@ def build_resources() -> dict:
         "rules_resource": RulesResource(),
         "teacher": TeacherResource(),
         "checkpoint_store": LocalCheckpointStore(root=settings.checkpoint_root()),
-        "training": TrainingResource(work_root=str(home / "work")),
+        "training": TrainingResource(work_root=str(home / "work"), policy_lore_k=settings.policy_lore_k()),
         "wandb": WandbResource(dir=str(home / "wandb"), mode=dg.EnvVar("WANDB_MODE").get_value("offline"),
                                api_key=dg.EnvVar("WANDB_API_KEY").get_value()),
         "pipes_subprocess_client": dg.PipesSubprocessClient(),

@@ -18,30 +18,18 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+
+from srl_assets.registry import Registry
 
 ERROR_CLIP = 0.2
 
-_REGISTRY: dict[str, type[KLController]] = {}
-
-
-def register_kl_controller(name: str) -> Callable[[type[KLController]], type[KLController]]:
-    """Class decorator adding a controller under `name`; a name can be registered once."""
-
-    def add(cls: type[KLController]) -> type[KLController]:
-        if name in _REGISTRY:
-            raise ValueError(
-                f"KL controller {name!r} is already registered ({_REGISTRY[name].__name__})"
-            )
-        _REGISTRY[name] = cls
-        return cls
-
-    return add
+_REGISTRY: Registry[type[KLController]] = Registry("KL controller")
+register_kl_controller = _REGISTRY.register
 
 
 def kl_controller_names() -> list[str]:
     """The registered controller names, sorted."""
-    return sorted(_REGISTRY)
+    return _REGISTRY.names()
 
 
 def make_kl_controller(
@@ -52,9 +40,7 @@ def make_kl_controller(
     Every controller accepts `target` and `horizon` so one training config can switch controllers
     by name alone; "fixed" ignores them.
     """
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown KL controller {name!r}; valid names: {kl_controller_names()}")
-    return _REGISTRY[name](init_coef=init_coef, target=target, horizon=horizon)
+    return _REGISTRY.get(name)(init_coef=init_coef, target=target, horizon=horizon)
 
 
 class KLController(ABC):

@@ -6,6 +6,11 @@ from __future__ import annotations
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 
 
+def trim_lore(lore: str, k: int) -> str:
+    """The first ``k`` retrieved passages (one per line in a lore block); k = 0 drops the lore."""
+    return "\n".join(lore.splitlines()[:k]) if k > 0 else ""
+
+
 def task_prompt(task_text: str, lore: str) -> str:
     """RLVR / evaluation prompt: the model writes the whole trajectory."""
     return f"Task: {task_text}\nLore:\n{lore}\nPlan:\n"

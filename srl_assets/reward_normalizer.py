@@ -20,38 +20,25 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
+
+from srl_assets.registry import Registry
 
 DEFAULT_EPS = 1e-6
 
-_REGISTRY: dict[str, type[RewardNormalizer]] = {}
-
-
-def register_normalizer(name: str) -> Callable[[type[RewardNormalizer]], type[RewardNormalizer]]:
-    """Class decorator adding a normalizer under `name`; a name can be registered once."""
-
-    def add(cls: type[RewardNormalizer]) -> type[RewardNormalizer]:
-        if name in _REGISTRY:
-            raise ValueError(
-                f"reward normalizer {name!r} is already registered ({_REGISTRY[name].__name__})"
-            )
-        _REGISTRY[name] = cls
-        return cls
-
-    return add
+_REGISTRY: Registry[type[RewardNormalizer]] = Registry("reward normalizer")
+register_normalizer = _REGISTRY.register
 
 
 def normalizer_names() -> list[str]:
     """The registered normalizer names, sorted."""
-    return sorted(_REGISTRY)
+    return _REGISTRY.names()
 
 
 def make_normalizer(name: str, **kwargs: Any) -> RewardNormalizer:
     """Build the normalizer registered as `name`; keyword arguments go to its constructor."""
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown reward normalizer {name!r}; valid names: {normalizer_names()}")
-    return _REGISTRY[name](**kwargs)
+    return _REGISTRY.get(name)(**kwargs)
 
 
 def _mean_std(values: Sequence[float]) -> tuple[float, float]:

@@ -79,6 +79,6 @@ def test_seven_partitions_at_once_lose_no_row(tmp_path):
         df = store.read(table)
         assert set(df.model_type) == set(MODEL_TYPES), table
     tasks = store.read("task_examples")
-    assert tasks.groupby("model_type").size().to_dict() == {mt: 48 + 24 for mt in MODEL_TYPES}
+    assert tasks.groupby("model_type").size().to_dict() == {mt: 240 + 60 for mt in MODEL_TYPES}
     trajs = store.read("trajectories")
-    assert trajs.groupby("model_type").size().to_dict() == {mt: 48 for mt in MODEL_TYPES}
+    assert trajs.groupby("model_type").size().to_dict() == {mt: 240 for mt in MODEL_TYPES}

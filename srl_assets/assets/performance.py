@@ -28,7 +28,7 @@ from srl_assets.partitions import model_type_partitions
 from srl_assets.performance.performance_tracker import (EvalRecord, PerformanceTracker, SkillStat, markdown_table,
                                                         per_skill_rows, plot_pass_rates, report_rows)
 from srl_assets.performance.weakness_detector import WeaknessDetector
-from srl_assets.prompts import task_prompt
+from srl_assets.prompts import task_prompt, trim_lore
 from srl_assets.selection.dynamic_model_selector import (Candidate, DynamicModelSelector, SelectionWeights,
                                                          markdown_table as selection_table)
 from srl_assets.training.stages import read_rows
@@ -41,7 +41,6 @@ CHECK_COVERAGE, CHECK_NO_REGRESSION = "report_covers_every_skill", "rlvr_not_bel
 class PerformanceReportConfig(dg.Config):
     n_eval_tasks: int = Field(default=100, description="Fresh held-out tasks per model type.")
     seed: int | None = Field(default=None, description="Fix to reproduce; empty = derived from the run id.")
-    lore_k: int = Field(default=2, description="Lore passages in each prompt (as in training).")
     max_new_tokens: int = Field(default=320, description="Generation budget per task.")
 
 
@@ -72,8 +71,9 @@ def performance_report(context: dg.AssetExecutionContext, config: PerformanceRep
     domain, rules = rules_resource.load(model_type)
     seed = config.seed if config.seed is not None else run_seed(context.run.run_id)
     tasks = DynamicExampleGenerator(domain, rules).generate(config.n_eval_tasks, "eval", seed)
-    retriever = LoreRetriever(rules, k=config.lore_k)
-    rows = [{"task": t.to_row(), "prompt": task_prompt(t.prompt, lore_block(retriever.retrieve(t)))} for t in tasks]
+    retriever = LoreRetriever(rules, k=max(1, training.policy_lore_k))
+    rows = [{"task": t.to_row(), "prompt": task_prompt(t.prompt, trim_lore(lore_block(retriever.retrieve(t)), training.policy_lore_k))}
+            for t in tasks]
     checkpoints = _latest_checkpoints(duckdb_store, model_type)
     candidates = {stage: fetch_checkpoint(checkpoint_store, training, row) for stage, row in checkpoints.items()}
     _, child_meta, out_dir, work_dir = run_child(
@@ -152,7 +152,9 @@ def weaknesses(context: dg.AssetExecutionContext, config: WeaknessesConfig,
     rows = [{**asdict(w), "candidate": config.candidate, "detected_at": detected, "run_id": context.run.run_id}
             for w in found]
     if rows:
-        duckdb_store.append(WEAKNESSES, pd.DataFrame(rows))
+        # Explicit dtypes: a first report has no previous values, and an all-None column would
+        # otherwise create a column of DuckDB type NULL that later floats cannot be cast to.
+        duckdb_store.append(WEAKNESSES, pd.DataFrame(rows).astype({"previous_pass_rate": "float64", "p_value": "float64"}))
     table = "\n".join(f"| `{w.skill}` | {w.pass_rate:.2f} | {w.reason} | {w.severity} | "
                       f"{'' if w.previous_pass_rate is None else f'{w.previous_pass_rate:.2f}'} |" for w in found)
     return dg.MaterializeResult(metadata={
@@ -187,7 +189,8 @@ def model_selection(context: dg.AssetExecutionContext, config: ModelSelectionCon
     selector = DynamicModelSelector(SelectionWeights(config.quality_weight, config.cost_weight, config.latency_weight))
     selections = selector.select_all(model_type, per_skill, candidates)
     duckdb_store.replace_partition("model_selection", model_type, pd.DataFrame(
-        [{**asdict(s), "report_id": report_id} for s in selections]))
+        [{**asdict(s), "report_id": report_id} for s in selections]).astype(
+        {"runner_up": pd.StringDtype(), "runner_up_score": "float64", "margin": "float64"}))
     chosen = pd.Series([s.chosen for s in selections]).value_counts().to_dict()
     return dg.MaterializeResult(metadata={"report_id": report_id, "responsibilities": len(selections),
                                           "chosen_counts": dg.MetadataValue.json(chosen),

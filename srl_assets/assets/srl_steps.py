@@ -5,7 +5,9 @@ import pandas as pd
 from pydantic import Field
 
 from resources.duckdb_store import DuckDBStore
+from resources.training import TrainingResource
 from srl_assets.partitions import model_type_partitions
+from srl_assets.prompts import trim_lore
 from srl_assets.srl.step_instances import StepInstance, build_step_instances, reassemble
 
 CHECK_REASSEMBLE = "steps_reassemble_trajectories"
@@ -37,14 +39,15 @@ def check_reassembly(store: DuckDBStore, model_type: str) -> dg.AssetCheckResult
                                          description="Instances are non-empty and their targets "
                                                      "reassemble the trajectories.")],
           description="Context = task + lore + expert steps 1..k-1, target = step k.")
-def srl_steps(context: dg.AssetExecutionContext, config: SrlStepsConfig,
-              duckdb_store: DuckDBStore) -> dg.MaterializeResult:
+def srl_steps(context: dg.AssetExecutionContext, config: SrlStepsConfig, duckdb_store: DuckDBStore,
+              training: TrainingResource) -> dg.MaterializeResult:
     model_type = context.partition_key
     trajs = duckdb_store.read("trajectories", model_type)
     rows = [
         {"model_type": model_type, **vars(inst)}
         for r in trajs.itertuples()
-        for inst in build_step_instances(r.task_id, r.prompt, r.lore, r.trajectory, config.show_next_title)
+        for inst in build_step_instances(r.task_id, r.prompt, trim_lore(r.lore, training.policy_lore_k),
+                                         r.trajectory, config.show_next_title)
     ]
     df = pd.DataFrame(rows)
     duckdb_store.replace_partition("srl_steps", model_type, df)
@@ -54,6 +57,7 @@ def srl_steps(context: dg.AssetExecutionContext, config: SrlStepsConfig,
             "instances": len(df),
             "trajectories": len(trajs),
             "mean_steps_per_trajectory": round(len(df) / max(1, len(trajs)), 2),
+            "policy_lore_k": training.policy_lore_k,
             "example": dg.MetadataValue.md(f"**Context**\n```\n{sample.prompt}\n```\n**Target**\n```\n{sample.target}\n```"),
         },
         check_results=[check_reassembly(duckdb_store, model_type)],

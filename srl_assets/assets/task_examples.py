@@ -15,8 +15,8 @@ from srl_assets.partitions import model_type_partitions
 
 
 class TaskExamplesConfig(dg.Config):
-    n_train: int = Field(default=48, description="Training tasks to draw.")
-    n_eval: int = Field(default=24, description="Held-out evaluation tasks to draw.")
+    n_train: int = Field(default=240, description="Training tasks to draw.")
+    n_eval: int = Field(default=60, description="Held-out evaluation tasks to draw.")
     seed: int | None = Field(default=None, description="Fix to reproduce a draw; empty = derived from the run id.")
     eval_fraction: float = Field(default=0.2, description="Share of the task space held out (hash split).")
     skill_weights: dict[str, float] = Field(default_factory=dict,

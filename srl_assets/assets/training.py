@@ -26,7 +26,7 @@ from srl_assets.assets.training_support import (checkpoint_metadata, curve_plot,
 from srl_assets.config_models import config_from_dataclass
 from srl_assets.dynamic_example_generator import Task
 from srl_assets.partitions import model_type_partitions
-from srl_assets.prompts import task_prompt, think
+from srl_assets.prompts import task_prompt, think, trim_lore
 from srl_assets.rlvr.dpo_trainer import DPOStageConfig
 from srl_assets.rlvr.ppo_trainer import PPOConfig
 from srl_assets.rlvr.verifier_reward import task_column
@@ -34,15 +34,23 @@ from srl_assets.training.grpo_common import GRPOStageConfig
 from srl_assets.training.stages import read_rows
 
 
+# A retried op finds its intermediate checkpoints in the same work folder and resumes from them.
+TRAINING_RETRY = dg.RetryPolicy(max_retries=2, delay=5)
+
+
 class BaseModelConfig(dg.Config):
     model_name_or_path: str | None = Field(default=None, description="Any Hugging Face causal LM (folder or "
                                            "hub name); empty = the tiny Llama built offline from the corpus.")
     vocab_size: int = Field(default=1024, description="BPE vocabulary of the tiny default.")
-    tiny: dict[str, int] = Field(default_factory=dict, description="TinyModelConfig overrides, e.g. hidden_size.")
-    sft_trajectories: int = Field(default=16, description="Expert trajectories in the warm-start slice "
-                                  "(small on purpose, so the RL stages have something to improve).")
-    sft_steps: int = Field(default=120, description="Warm-start SFT steps (0 = none).")
-    sft_lr: float = Field(default=1e-3, description="Warm-start learning rate (~1e-5 for a pretrained model).")
+    tiny: dict[str, int] = Field(default_factory=lambda: {"hidden_size": 64, "num_hidden_layers": 2,
+                                                           "intermediate_size": 128},
+                                 description="TinyModelConfig overrides (the demo's 0.13M-parameter shape).")
+    sft_trajectories: int = Field(default=160, description="Expert trajectories in the warm-start slice.")
+    sft_step_fraction: float = Field(default=0.25, description="Step-format examples (SRL's think + one step) "
+                                     "added per slice trajectory, so the policy knows the SRL format.")
+    sft_steps: int = Field(default=1000, description="Warm-start SFT steps (0 = none): short on purpose, so "
+                           "the base passes sometimes and the RL stages have something to improve.")
+    sft_lr: float = Field(default=3e-3, description="Warm-start learning rate (~1e-5 for a pretrained model).")
     sft_batch_size: int = Field(default=8, description="Warm-start batch size.")
     seed: int = 0
 
@@ -58,43 +66,47 @@ class NormalizedRewardsConfig(dg.Config):
     seed: int = 0
 
 
-SRLConfig = config_from_dataclass(GRPOStageConfig, "SRLConfig", defaults={"max_steps": 12, "max_completion_length": 80})
-_GRPOForRLVR = config_from_dataclass(GRPOStageConfig, "RLVRGRPOConfig",
-                                     defaults={"max_steps": 12, "max_completion_length": 320, "prompts_per_step": 2})
+SRLConfig = config_from_dataclass(GRPOStageConfig, "SRLConfig", defaults={
+    "max_steps": 30, "learning_rate": 5e-5, "max_completion_length": 80, "temperature": 0.7})
+_GRPOForRLVR = config_from_dataclass(GRPOStageConfig, "RLVRGRPOConfig", defaults={
+    "max_steps": 40, "learning_rate": 2e-4, "beta": 0.05, "max_completion_length": 320, "prompts_per_step": 2,
+    "temperature": 0.7})
 _PPOForRLVR = config_from_dataclass(PPOConfig, "RLVRPPOConfig", defaults={"num_steps": 8, "max_new_tokens": 320})
 _DPOForRLVR = config_from_dataclass(DPOStageConfig, "RLVRDPOConfig", defaults={"max_steps": 12, "max_new_tokens": 320})
 
 
 class RLVRConfig(dg.Config):
     algorithm: Literal["grpo", "ppo", "dpo"] = Field(default="grpo", description="RLVR algorithm.")
-    max_tasks: int = Field(default=32, description="Training tasks used as RLVR prompts.")
+    max_tasks: int = Field(default=240, description="Training tasks used as RLVR prompts.")
     grpo: _GRPOForRLVR = Field(default_factory=_GRPOForRLVR)
     ppo: _PPOForRLVR = Field(default_factory=_PPOForRLVR)
     dpo: _DPOForRLVR = Field(default_factory=_DPOForRLVR)
 
 
-def _base_rows(duckdb_store: DuckDBStore, model_type: str, rules, config: BaseModelConfig) -> list[dict[str, Any]]:
+def _base_rows(duckdb_store: DuckDBStore, model_type: str, rules, config: BaseModelConfig,
+               lore_k: int) -> list[dict[str, Any]]:
     trajs = duckdb_store.read("trajectories", model_type).sort_values("task_id")
     steps = duckdb_store.read("srl_steps", model_type)
     corpus = [p.text for p in rules.lore] + list(trajs.trajectory) + list(trajs.prompt) + list(steps.prompt.head(200))
     rows: list[dict[str, Any]] = [{"kind": "corpus", "text": t} for t in corpus]
     slice_ids = set(trajs.task_id.head(config.sft_trajectories))
     for r in trajs[trajs.task_id.isin(slice_ids)].itertuples():
-        rows.append({"kind": "sft", "prompt": task_prompt(r.prompt, r.lore), "completion": r.trajectory})
-    for r in steps[steps.task_id.isin(slice_ids)].itertuples():
+        rows.append({"kind": "sft", "prompt": task_prompt(r.prompt, trim_lore(r.lore, lore_k)), "completion": r.trajectory})
+    step_rows = steps[steps.task_id.isin(slice_ids)].sample(frac=1.0, random_state=config.seed)
+    for r in step_rows.head(int(len(slice_ids) * config.sft_step_fraction)).itertuples():
         rows.append({"kind": "sft", "prompt": r.prompt, "completion": f"{think(f'Next: {r.next_title}.')}\n{r.target}"})
     return rows
 
 
 @dg.asset(partitions_def=model_type_partitions, deps=["trajectories", "srl_steps"], group_name="training",
-          pool="gpu", kinds={"pytorch"}, description="The starting policy: a tiny Llama + BPE tokenizer "
+          pool="gpu", kinds={"pytorch"}, retry_policy=TRAINING_RETRY, description="The starting policy: a tiny Llama + BPE tokenizer "
           "built offline and warm-started by a short SFT, or any Hugging Face causal LM.")
 def base_model(context: dg.AssetExecutionContext, config: BaseModelConfig, duckdb_store: DuckDBStore,
                rules_resource: RulesResource, checkpoint_store: CheckpointStore, training: TrainingResource,
                wandb: WandbResource, pipes_subprocess_client: dg.PipesSubprocessClient) -> dg.MaterializeResult:
     model_type = context.partition_key
     _, rules = rules_resource.load(model_type)
-    rows = _base_rows(duckdb_store, model_type, rules, config)
+    rows = _base_rows(duckdb_store, model_type, rules, config, training.policy_lore_k)
     child_config = {"model_name_or_path": config.model_name_or_path, "vocab_size": config.vocab_size,
                     "tiny": config.tiny, "sft_steps": config.sft_steps, "sft_lr": config.sft_lr,
                     "sft_batch_size": config.sft_batch_size, "seed": config.seed}
@@ -132,7 +144,6 @@ def normalized_rewards(context: dg.AssetExecutionContext, config: NormalizedRewa
     stats = summary["normalizer_stats"]
     kept = [r for r in all_rows if r["informative"] and r["rollout"] == 0]
     df = pd.DataFrame(all_rows).assign(model_type=model_type, base_sha256=base["sha256"])
-    df["kept"] = df["informative"]
     duckdb_store.replace_partition("normalized_rewards", model_type, df)
     groups = df.groupby(["task_id", "step_index"])
     raw = df.raw_reward.tolist()
@@ -153,14 +164,14 @@ def normalized_rewards(context: dg.AssetExecutionContext, config: NormalizedRewa
 
 
 @dg.asset(partitions_def=model_type_partitions, deps=["normalized_rewards", "base_model"], group_name="training",
-          pool="gpu", kinds={"pytorch"}, description="SRL: GRPO with the step-wise similarity reward "
+          pool="gpu", kinds={"pytorch"}, retry_policy=TRAINING_RETRY, description="SRL: GRPO with the step-wise similarity reward "
           "on the informative step prompts (SRLTrainer).")
 def srl_checkpoint(context: dg.AssetExecutionContext, config: SRLConfig, duckdb_store: DuckDBStore,
                    checkpoint_store: CheckpointStore, training: TrainingResource, wandb: WandbResource,
                    pipes_subprocess_client: dg.PipesSubprocessClient) -> dg.MaterializeResult:
     model_type = context.partition_key
     base = latest_checkpoint(duckdb_store, "base", model_type)
-    rewards = duckdb_store.read("normalized_rewards", model_type, "kept")
+    rewards = duckdb_store.read("normalized_rewards", model_type, "informative")
     steps = duckdb_store.read("srl_steps", model_type)
     kept = rewards[["task_id", "step_index"]].drop_duplicates().merge(steps, on=["task_id", "step_index"])
     if kept.empty:
@@ -181,7 +192,7 @@ def srl_checkpoint(context: dg.AssetExecutionContext, config: SRLConfig, duckdb_
 
 
 @dg.asset(partitions_def=model_type_partitions, deps=["srl_checkpoint", "trajectories"], group_name="training",
-          pool="gpu", kinds={"pytorch"}, description="RLVR from the SRL checkpoint: reward = the verifier's "
+          pool="gpu", kinds={"pytorch"}, retry_policy=TRAINING_RETRY, description="RLVR from the SRL checkpoint: reward = the verifier's "
           "score on the final spec (GRPO, the project's PPO, or DPO on verifier-ranked pairs).")
 def rlvr_checkpoint(context: dg.AssetExecutionContext, config: RLVRConfig, duckdb_store: DuckDBStore,
                     rules_resource: RulesResource, checkpoint_store: CheckpointStore, training: TrainingResource,
@@ -190,7 +201,8 @@ def rlvr_checkpoint(context: dg.AssetExecutionContext, config: RLVRConfig, duckd
     srl = latest_checkpoint(duckdb_store, "srl", model_type)
     trajs = duckdb_store.read("trajectories", model_type).sort_values("task_id").head(config.max_tasks)
     tasks = {t.task_id: t for t in (Task.from_row(r) for r in duckdb_store.read("task_examples", model_type, "split = 'train'").to_dict("records"))}
-    rows = [{"prompt": task_prompt(r.prompt, r.lore), "task": task_column(tasks[r.task_id])} for r in trajs.itertuples()]
+    rows = [{"prompt": task_prompt(r.prompt, trim_lore(r.lore, training.policy_lore_k)), "task": task_column(tasks[r.task_id])}
+            for r in trajs.itertuples()]
     algo_config = {"algorithm": config.algorithm, **getattr(config, config.algorithm).model_dump()}
     summary, child_meta, out_dir, work_dir = run_child(
         context, pipes_subprocess_client, training, wandb, "rlvr", rows, algo_config,

@@ -15,24 +15,15 @@ from typing import Any, Callable
 from srl_assets.collaboration.lore_retriever import RetrievedPassage, lore_block
 from srl_assets.domains.base import Domain, Rules
 from srl_assets.dynamic_example_generator import Task
+from srl_assets.registry import Registry
 from srl_assets.trajectory import FINAL_TITLE, render_trajectory
 
-TEACHERS: dict[str, Callable[..., "TeacherPlanner"]] = {}
-
-
-def register_teacher(name: str):
-    def wrap(factory):
-        if name in TEACHERS:
-            raise ValueError(f"teacher {name!r} is already registered")
-        TEACHERS[name] = factory
-        return factory
-    return wrap
+TEACHERS: Registry[Callable[..., "TeacherPlanner"]] = Registry("teacher")
+register_teacher = TEACHERS.register
 
 
 def make_teacher(name: str, domain: Domain, rules: Rules, **options: Any) -> "TeacherPlanner":
-    if name not in TEACHERS:
-        raise ValueError(f"unknown teacher {name!r}; known: {sorted(TEACHERS)}")
-    return TEACHERS[name](domain=domain, rules=rules, **options)
+    return TEACHERS.get(name)(domain=domain, rules=rules, **options)
 
 
 class TeacherPlanner(abc.ABC):

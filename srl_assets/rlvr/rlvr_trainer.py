@@ -18,6 +18,7 @@ from trl import GRPOTrainer
 from srl_assets.collaboration.verifier import Verifier
 from srl_assets.models.tiny import load_model, save_model
 from srl_assets.prompts import strip_think
+from srl_assets.registry import Registry
 from srl_assets.reward_normalizer import make_normalizer
 from srl_assets.rlvr.dpo_trainer import DPOStageConfig, build_preference_pairs, sample_and_rank, train_dpo
 from srl_assets.rlvr.ppo_trainer import PPOConfig, PPOTrainer
@@ -38,29 +39,20 @@ class RLVRInputs:
     run_name: str = "rlvr"
 
 
-ALGORITHMS: dict[str, Callable[[RLVRInputs, dict[str, Any]], dict[str, Any]]] = {}
-
-
-def register_algorithm(name: str):
-    def wrap(fn):
-        if name in ALGORITHMS:
-            raise ValueError(f"RLVR algorithm {name!r} is already registered")
-        ALGORITHMS[name] = fn
-        return fn
-    return wrap
+ALGORITHMS: Registry[Callable[[RLVRInputs, dict[str, Any]], dict[str, Any]]] = Registry("RLVR algorithm")
+register_algorithm = ALGORITHMS.register
 
 
 class RLVRTrainer:
     def __init__(self, algorithm: str = "grpo", config: dict[str, Any] | None = None):
-        if algorithm not in ALGORITHMS:
-            raise ValueError(f"unknown RLVR algorithm {algorithm!r}; known: {sorted(ALGORITHMS)}")
+        ALGORITHMS.get(algorithm)  # fails early, naming the valid algorithms
         self.algorithm = algorithm
         self.config = config or {}
 
     def train(self, inputs: RLVRInputs) -> dict[str, Any]:
         if not inputs.rows:
             raise ValueError("RLVR needs at least one task prompt")
-        return {"stage": "rlvr", "algorithm": self.algorithm, **ALGORITHMS[self.algorithm](inputs, self.config)}
+        return {"stage": "rlvr", "algorithm": self.algorithm, **ALGORITHMS.get(self.algorithm)(inputs, self.config)}
 
 
 @register_algorithm("grpo")

@@ -17,19 +17,12 @@ from typing import Any, Callable
 from srl_assets.collaboration.verifier import Verifier
 from srl_assets.domains import get_domain
 from srl_assets.dynamic_example_generator import Task
+from srl_assets.registry import Registry
 from srl_assets.rules_integration import RulesIntegration
 
 Reporter = Callable[[dict[str, Any]], None]
-STAGES: dict[str, Callable[[dict[str, Any], Reporter], dict[str, Any]]] = {}
-
-
-def stage(name: str):
-    def wrap(fn):
-        if name in STAGES:
-            raise ValueError(f"stage {name!r} is already registered")
-        STAGES[name] = fn
-        return fn
-    return wrap
+STAGES: Registry[Callable[[dict[str, Any], Reporter], dict[str, Any]]] = Registry("training stage")
+stage = STAGES.register
 
 
 def read_rows(path: str | Path) -> list[dict[str, Any]]:
@@ -52,11 +45,10 @@ def run_stage(spec: dict[str, Any], report: Reporter) -> dict[str, Any]:
     missing = {"stage", "model_type", "work_dir", "out_dir", "data", "config"} - set(spec)
     if missing:
         raise ValueError(f"job spec is missing {sorted(missing)}")
-    if spec["stage"] not in STAGES:
-        raise ValueError(f"unknown stage {spec['stage']!r}; known: {sorted(STAGES)}")
+    run = STAGES.get(spec["stage"])
     Path(spec["work_dir"]).mkdir(parents=True, exist_ok=True)
     Path(spec["out_dir"]).mkdir(parents=True, exist_ok=True)
-    return STAGES[spec["stage"]](spec, report)
+    return run(spec, report)
 
 
 @stage("base")

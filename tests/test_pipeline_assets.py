@@ -1,0 +1,57 @@
+"""The whole chain for one partition through Dagster, with real Pipes child processes and tiny
+settings: every asset materializes, checkpoints are published with their metadata, the report
+has pass rates for base, SRL and RLVR, and the checkpoint catalog points at complete checkpoints."""
+
+import dagster as dg
+
+from resources.checkpoint_store import LocalCheckpointStore
+from resources.duckdb_store import DuckDBStore
+from resources.rules import RulesResource
+from resources.teacher import TeacherResource
+from resources.training import TrainingResource
+from resources.wandb_resource import WandbResource
+from srl_assets.definitions import all_assets
+
+TINY = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 2,
+        "intermediate_size": 64}
+GRPO = {"max_steps": 2, "prompts_per_step": 2, "num_generations": 2, "max_completion_length": 24, "save_steps": 1}
+RUN_CONFIG = {"ops": {
+    "task_examples": {"config": {"n_train": 8, "n_eval": 4, "seed": 3}},
+    "base_model": {"config": {"tiny": TINY, "vocab_size": 300, "sft_steps": 3, "sft_trajectories": 8, "sft_batch_size": 4}},
+    "normalized_rewards": {"config": {"target_prompts": 4, "num_generations": 3, "max_completion_length": 16, "temperature": 1.0}},
+    "srl_checkpoint": {"config": GRPO},
+    "rlvr_checkpoint": {"config": {"max_tasks": 8, "grpo": {**GRPO, "max_completion_length": 32}}},
+    "performance_report": {"config": {"n_eval_tasks": 6, "max_new_tokens": 32, "seed": 5}},
+}}
+
+
+def test_whole_chain_for_one_partition(tmp_path):
+    store = DuckDBStore(database=str(tmp_path / "srl.duckdb"))
+    checkpoints = LocalCheckpointStore(root=str(tmp_path / "checkpoints"))
+    resources = {
+        "duckdb_store": store, "rules_resource": RulesResource(), "teacher": TeacherResource(),
+        "checkpoint_store": checkpoints, "training": TrainingResource(work_root=str(tmp_path / "work")),
+        "wandb": WandbResource(mode="disabled", dir=str(tmp_path / "wandb")),
+        "pipes_subprocess_client": dg.PipesSubprocessClient(),
+    }
+    with dg.instance_for_test() as instance:
+        result = dg.materialize(all_assets, partition_key="tree", resources=resources, instance=instance,
+                                run_config=RUN_CONFIG)
+        assert result.success
+        mats = {m.asset_key.path[-1]: m.materialization.metadata for m in result.get_asset_materialization_events()}
+    assert set(mats) == {a.key.path[-1] for a in all_assets}
+    for stage in ("base_model", "srl_checkpoint", "rlvr_checkpoint"):
+        meta = mats[stage]
+        assert {"uri", "size_bytes", "sha256", "steps", "final_mean_reward"} <= set(meta), stage
+        assert len(meta["sha256"].value) == 64 and meta["size_bytes"].value > 0
+    assert mats["srl_checkpoint"]["steps"].value == 2 and "reward_curve" in mats["rlvr_checkpoint"]
+    report = mats["performance_report"]
+    for stage in ("base", "srl", "rlvr"):
+        assert 0.0 <= report[f"pass_rate_{stage}"].value <= 1.0
+    assert "| candidate |" in report["table"].value and "data:image/png;base64," in report["plot"].value
+    catalog = store.read("checkpoints", "tree")
+    assert set(catalog.stage) == {"base", "srl", "rlvr"}
+    assert all(checkpoints.is_complete(key) for key in catalog.key)
+    history = store.read("performance_history", "tree")
+    assert set(history.candidate) == {"base", "srl", "rlvr"} and (history.n == 6).all()
+    assert not (tmp_path / "work" / "srl").exists() or not any((tmp_path / "work" / "srl").rglob("summary.json"))
