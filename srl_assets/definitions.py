@@ -46,6 +46,9 @@ def build_resources() -> dict:
 
 defs = dg.Definitions(
     assets=all_assets,
+    # One process per run: the heavy work already runs in Pipes children, and per-step processes
+    # would each re-import the ML stack. Pools still serialize ops across runs.
+    executor=dg.in_process_executor,
     jobs=[srl_pipeline_job],
     sensors=[build_weakness_sensor(srl_pipeline_job), build_rules_change_sensor(srl_pipeline_job)],
     resources=build_resources(),

@@ -11,6 +11,7 @@ import pytest
 from resources.duckdb_store import DuckDBStore
 from resources.rules import RulesResource
 from resources.teacher import TeacherResource
+from resources.training import TrainingResource
 from srl_assets.assets.rules_asset import rules
 from srl_assets.assets.srl_steps import srl_steps
 from srl_assets.assets.task_examples import task_examples
@@ -23,7 +24,7 @@ SELECTION = "rules,task_examples,trajectories,srl_steps"
 
 def _resources(db):
     return {"duckdb_store": DuckDBStore(database=str(db)), "rules_resource": RulesResource(),
-            "teacher": TeacherResource()}
+            "teacher": TeacherResource(), "training": TrainingResource(work_root=str(db.parent / "work"))}
 
 
 def test_materialize_four_assets_in_process(tmp_path):
@@ -65,9 +66,15 @@ def test_seven_partitions_at_once_lose_no_row(tmp_path):
     home = tmp_path / "home"
     home.mkdir()
     (home / "dagster.yaml").write_text(open("dagster.yaml").read())
+    # Create the instance's SQLite storage once, as `make` does for .dagster_home: seven processes
+    # initialising a fresh home at the same moment race on its schema migrations.
+    dg.DagsterInstance.from_config(str(home)).dispose()
     env = {**os.environ, "DAGSTER_HOME": str(home), "SRL_DUCKDB_PATH": str(tmp_path / "srl.duckdb")}
+    config = tmp_path / "run.yaml"
+    config.write_text("ops: {task_examples: {config: {n_train: 40, n_eval: 10}}}\n")
     procs = {mt: subprocess.Popen([sys.executable, "-m", "dagster", "asset", "materialize", "-m",
-                                   "srl_assets.definitions", "--select", SELECTION, "--partition", mt],
+                                   "srl_assets.definitions", "--select", SELECTION, "--partition", mt,
+                                   "-c", str(config)],
                                   env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
              for mt in MODEL_TYPES}
     outputs = {mt: p.communicate(timeout=600)[0] for mt, p in procs.items()}
@@ -79,6 +86,6 @@ def test_seven_partitions_at_once_lose_no_row(tmp_path):
         df = store.read(table)
         assert set(df.model_type) == set(MODEL_TYPES), table
     tasks = store.read("task_examples")
-    assert tasks.groupby("model_type").size().to_dict() == {mt: 240 + 60 for mt in MODEL_TYPES}
+    assert tasks.groupby("model_type").size().to_dict() == {mt: 40 + 10 for mt in MODEL_TYPES}
     trajs = store.read("trajectories")
-    assert trajs.groupby("model_type").size().to_dict() == {mt: 240 for mt in MODEL_TYPES}
+    assert trajs.groupby("model_type").size().to_dict() == {mt: 40 for mt in MODEL_TYPES}

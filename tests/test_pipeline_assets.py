@@ -18,7 +18,9 @@ GRPO = {"max_steps": 2, "prompts_per_step": 2, "num_generations": 2, "max_comple
 RUN_CONFIG = {"ops": {
     "task_examples": {"config": {"n_train": 8, "n_eval": 4, "seed": 3}},
     "base_model": {"config": {"tiny": TINY, "vocab_size": 300, "sft_steps": 3, "sft_trajectories": 8, "sft_batch_size": 4}},
-    "normalized_rewards": {"config": {"target_prompts": 4, "num_generations": 3, "max_completion_length": 16, "temperature": 1.0}},
+    # A 3-step model writes no valid step yet (every reward is -1): keep every prompt here.
+    "normalized_rewards": {"config": {"target_prompts": 4, "num_generations": 3, "max_completion_length": 16,
+                                      "temperature": 1.0, "dynamic_sampling": False}},
     "srl_checkpoint": {"config": GRPO},
     "rlvr_checkpoint": {"config": {"max_tasks": 8, "grpo": {**GRPO, "max_completion_length": 32}}},
     "performance_report": {"config": {"n_eval_tasks": 6, "max_new_tokens": 32, "seed": 5}},

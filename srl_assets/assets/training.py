@@ -27,10 +27,8 @@ from srl_assets.config_models import config_from_dataclass
 from srl_assets.dynamic_example_generator import Task
 from srl_assets.partitions import model_type_partitions
 from srl_assets.prompts import task_prompt, think, trim_lore
-from srl_assets.rlvr.dpo_trainer import DPOStageConfig
-from srl_assets.rlvr.ppo_trainer import PPOConfig
 from srl_assets.rlvr.verifier_reward import task_column
-from srl_assets.training.grpo_common import GRPOStageConfig
+from srl_assets.training.configs import DPOStageConfig, GRPOStageConfig, PPOConfig
 from srl_assets.training.stages import read_rows
 
 
@@ -62,6 +60,8 @@ class NormalizedRewardsConfig(dg.Config):
     temperature: float = Field(default=0.7, description="Rollout sampling temperature (the paper uses 1.0; an "
                                "under-trained tiny model breaks the format on most samples at 1.0).")
     normalizer: str = Field(default="group", description="RewardNormalizer: group | batch | running | none.")
+    dynamic_sampling: bool = Field(default=True, description="Drop and replace prompts whose rollouts all "
+                                   "score alike (off: keep every prompt, e.g. for a smoke test).")
     dynamic_sampling_eps: float = Field(default=1e-3, description="Groups whose reward std <= eps are dropped.")
     seed: int = 0
 

@@ -7,7 +7,7 @@ For each prompt the policy writes several samples; the verifier scores them; the
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -16,6 +16,7 @@ from datasets import Dataset
 from trl import DPOConfig, DPOTrainer as TRLDPOTrainer
 
 from srl_assets.models.tiny import generate, pick_device
+from srl_assets.training.configs import DPOStageConfig
 
 
 @dataclass(frozen=True)
@@ -38,26 +39,6 @@ def build_preference_pairs(samples: list[ScoredSample], min_margin: float = 0.0)
             pairs.append({"prompt": prompt, "chosen": best.completion, "rejected": worst.completion,
                           "chosen_score": best.score, "rejected_score": worst.score})
     return pairs
-
-
-@dataclass
-class DPOStageConfig:
-    max_steps: int = field(default=20, metadata={"help": "Optimizer steps."})
-    learning_rate: float = field(default=1e-4, metadata={"help": "Adam learning rate."})
-    beta: float = field(default=0.1, metadata={"help": "DPO temperature: how far from the reference."})
-    samples_per_prompt: int = field(default=4, metadata={"help": "Policy samples ranked per prompt."})
-    batch_size: int = field(default=8, metadata={"help": "Pairs per step."})
-    max_new_tokens: int = field(default=256, metadata={"help": "Sample length."})
-    temperature: float = field(default=1.0, metadata={"help": "Sampling temperature."})
-    min_margin: float = field(default=0.0, metadata={"help": "Minimum verifier-score gap for a pair."})
-    save_steps: int = field(default=10, metadata={"help": "Intermediate checkpoint interval."})
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.samples_per_prompt < 2:
-            raise ValueError(f"samples_per_prompt must be >= 2 to rank, got {self.samples_per_prompt}")
-        if self.max_steps < 1 or self.batch_size < 1:
-            raise ValueError("max_steps and batch_size must be >= 1")
 
 
 def sample_and_rank(model, tokenizer, prompts: list[str], score: Callable[[str, str], float],

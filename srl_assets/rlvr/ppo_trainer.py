@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from srl_assets.kl_controller import KLController, kl_controller_names, make_kl_controller
+from srl_assets.kl_controller import KLController, make_kl_controller
+from srl_assets.training.configs import PPOConfig  # noqa: F401  (re-exported: the trainer's config)
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -155,115 +156,6 @@ def entropy_from_logits(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tenso
 
 # ----------------------------------------------------------------------------------------------
 # Configuration
-
-
-@dataclass
-class PPOConfig:
-    """Hyperparameters of `PPOTrainer`; every field is checked in `__post_init__`."""
-
-    learning_rate: float = field(
-        default=1e-5,
-        metadata={"help": "AdamW learning rate for the policy and the value head."},
-    )
-    num_steps: int = field(
-        default=100, metadata={"help": "Training steps; each samples one batch of prompts."}
-    )
-    batch_size: int = field(
-        default=8,
-        metadata={"help": "Prompts per step, one completion each. Larger: less noisy advantages."},
-    )
-    ppo_epochs: int = field(
-        default=4,
-        metadata={
-            "help": "Updates on each batch. More reuses samples better but drifts off-policy; "
-            "the clipping (clip_eps) bounds the drift."
-        },
-    )
-    clip_eps: float = field(
-        default=0.2,
-        metadata={"help": "PPO ratio clip ε (Schulman et al., 2017): ratio kept in [1-ε, 1+ε]."},
-    )
-    clip_value: float = field(
-        default=0.2,
-        metadata={"help": "How far the value head may move from the rollout's values per batch."},
-    )
-    vf_coef: float = field(
-        default=0.1, metadata={"help": "Weight of the value loss in the total loss."}
-    )
-    ent_coef: float = field(
-        default=0.0,
-        metadata={"help": "Weight of the entropy bonus; > 0 keeps sampling diverse for longer."},
-    )
-    gamma: float = field(
-        default=1.0,
-        metadata={"help": "Discount. 1.0: a completion is one episode, its score not decayed."},
-    )
-    lam: float = field(
-        default=0.95,
-        metadata={"help": "GAE λ: lower is less variance, more bias from the value head."},
-    )
-    max_new_tokens: int = field(
-        default=64, metadata={"help": "Upper bound on the length of each sampled completion."}
-    )
-    temperature: float = field(
-        default=1.0,
-        metadata={
-            "help": "Sampling temperature; log-probabilities use the same one, so PPO's ratios "
-            "are those of the distribution actually sampled."
-        },
-    )
-    kl_coef: float = field(
-        default=0.05,
-        metadata={
-            "help": "Initial coefficient of the per-token KL penalty against the reference model "
-            "(the SRL paper uses 0; adaptive control needs > 0)."
-        },
-    )
-    kl_controller: str = field(
-        default="fixed",
-        metadata={"help": "'fixed' (constant coefficient) or 'adaptive' (Ziegler et al., 2019)."},
-    )
-    kl_target: float = field(
-        default=6.0,
-        metadata={"help": "Adaptive control: target KL per completion in nats (token sum)."},
-    )
-    kl_horizon: float = field(
-        default=10_000.0,
-        metadata={"help": "Adaptive control: samples over which the coefficient adapts."},
-    )
-    seed: int = field(default=0, metadata={"help": "Seeds prompt sampling and generation."})
-    max_grad_norm: float = field(
-        default=1.0, metadata={"help": "Gradient-norm clip, as in the SRL paper."}
-    )
-
-    def __post_init__(self) -> None:
-        positive = ["learning_rate", "clip_eps", "clip_value", "temperature", "max_grad_norm"]
-        positive += ["kl_target", "kl_horizon"]
-        for name in positive:
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value > 0):
-                raise ValueError(f"PPOConfig.{name} must be a finite number > 0, got {value}")
-        for name in ["num_steps", "batch_size", "ppo_epochs", "max_new_tokens"]:
-            value = getattr(self, name)
-            if not (isinstance(value, int) and value >= 1):
-                raise ValueError(f"PPOConfig.{name} must be an integer >= 1, got {value!r}")
-        for name in ["vf_coef", "ent_coef", "kl_coef"]:
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value >= 0):
-                raise ValueError(f"PPOConfig.{name} must be a finite number >= 0, got {value}")
-        for name in ["gamma", "lam"]:
-            value = getattr(self, name)
-            if not 0.0 <= value <= 1.0:
-                raise ValueError(f"PPOConfig.{name} must be in [0, 1], got {value}")
-        if self.kl_controller not in kl_controller_names():
-            raise ValueError(
-                f"PPOConfig.kl_controller must be one of {kl_controller_names()}, "
-                f"got {self.kl_controller!r}"
-            )
-        if self.kl_controller == "adaptive" and self.kl_coef <= 0:
-            raise ValueError(
-                f"PPOConfig.kl_coef must be > 0 with kl_controller='adaptive', got {self.kl_coef}"
-            )
 
 
 # ----------------------------------------------------------------------------------------------

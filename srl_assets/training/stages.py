@@ -112,7 +112,8 @@ def rollouts_stage(spec: dict[str, Any], report: Reporter) -> dict[str, Any]:
         raw = [step_reward(c, chunk[i // n]["target"]) for i, c in enumerate(completions)]
         normalized = normalizer.normalize(raw, n)
         groups = [raw[i:i + n] for i in range(0, len(raw), n)]
-        informative = set(filter_informative_groups(groups, eps))
+        informative = (set(filter_informative_groups(groups, eps)) if cfg.get("dynamic_sampling", True)
+                       else set(range(len(groups))))
         kept += len(informative)
         out.extend({"task_id": chunk[i // n]["task_id"], "step_index": chunk[i // n]["step_index"],
                     "rollout": i % n, "completion": c, "raw_reward": raw[i], "normalized_reward": normalized[i],

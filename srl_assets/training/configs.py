@@ -1,0 +1,210 @@
+"""The trainers' config dataclasses, in a module without torch or TRL imports, so the Dagster asset
+modules that expose them as run config stay quick to import (every run process loads them)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from srl_assets.kl_controller import KLController, kl_controller_names, make_kl_controller
+from srl_assets.reward_normalizer import normalizer_names
+
+
+@dataclass
+class GRPOStageConfig:
+    """Hyperparameters of one GRPO stage (SRL or RLVR). Defaults fit the tiny CPU model."""
+
+    max_steps: int = field(default=20, metadata={"help": "Optimizer steps. The paper trains up to 30 epochs at 7B."})
+    learning_rate: float = field(default=2e-4, metadata={"help": "The paper uses 5e-7 at 7B; a 2M-parameter model "
+                                                                   "trained from scratch needs far more."})
+    prompts_per_step: int = field(default=4, metadata={"help": "Distinct prompts per step (paper: 512 SRL, 128 GRPO)."})
+    num_generations: int = field(default=4, metadata={"help": "Rollouts per prompt (paper: 8)."})
+    max_completion_length: int = field(default=96, metadata={"help": "Tokens a rollout may write."})
+    temperature: float = field(default=1.0, metadata={"help": "Sampling temperature of rollouts (paper: 1.0)."})
+    beta: float = field(default=0.0, metadata={"help": "Initial KL coefficient (paper: 0). Must be > 0 for 'adaptive'."})
+    kl_controller: str = field(default="fixed", metadata={"help": "'fixed' or 'adaptive' (Ziegler et al. 2019)."})
+    kl_target: float = field(default=0.05, metadata={"help": "Adaptive KL: target per-token KL."})
+    kl_horizon: float = field(default=100.0, metadata={"help": "Adaptive KL: horizon in samples."})
+    normalizer: str = field(default="group", metadata={"help": "RewardNormalizer: group | batch | running | none."})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient-norm clip (paper: 1.0)."})
+    save_steps: int = field(default=10, metadata={"help": "Intermediate checkpoint interval (for resume)."})
+    seed: int = field(default=0, metadata={"help": "Seed of sampling and data order."})
+
+    def __post_init__(self) -> None:
+        for name in ("max_steps", "prompts_per_step", "save_steps", "max_completion_length"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.num_generations < 2:
+            raise ValueError(f"num_generations must be >= 2 (GRPO compares rollouts), got {self.num_generations}")
+        if self.normalizer not in normalizer_names():
+            raise ValueError(f"normalizer {self.normalizer!r} unknown; known: {normalizer_names()}")
+        if self.kl_controller == "adaptive" and self.beta <= 0:
+            raise ValueError("kl_controller 'adaptive' needs beta > 0 (a reference model)")
+        if self.learning_rate <= 0 or self.temperature <= 0:
+            raise ValueError("learning_rate and temperature must be > 0")
+        make_kl_controller(self.kl_controller, self.beta or 1.0, self.kl_target, self.kl_horizon)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "GRPOStageConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise ValueError(f"unknown GRPO config fields {sorted(unknown)}; known: {sorted(known)}")
+        return cls(**values)
+
+    def make_kl_controller(self) -> KLController:
+        return make_kl_controller(self.kl_controller, self.beta, self.kl_target, self.kl_horizon)
+
+    def trl_config(self, output_dir: Path, report_to: list[str], run_name: str):
+        """TRL's ``GRPOConfig`` for this stage (imported here: the asset modules stay light)."""
+        import torch
+        from trl import GRPOConfig
+
+        from srl_assets.models.tiny import pick_device
+
+        device, dtype = pick_device()
+        return GRPOConfig(
+            output_dir=str(output_dir), run_name=run_name,
+            max_steps=self.max_steps, learning_rate=self.learning_rate,
+            per_device_train_batch_size=self.prompts_per_step * self.num_generations,
+            gradient_accumulation_steps=1,
+            num_generations=self.num_generations, max_completion_length=self.max_completion_length,
+            temperature=self.temperature, top_k=0, top_p=1.0,
+            beta=self.beta, scale_rewards="none",  # the RewardNormalizer scales (see module docstring)
+            max_grad_norm=self.max_grad_norm, seed=self.seed, data_seed=self.seed,
+            use_cpu=device == "cpu", bf16=dtype == torch.bfloat16,
+            activation_checkpointing=False,
+            save_strategy="steps", save_steps=self.save_steps, save_total_limit=2,
+            logging_steps=1, report_to=report_to, disable_tqdm=True, dataloader_num_workers=0,
+        )
+
+
+@dataclass
+class DPOStageConfig:
+    max_steps: int = field(default=20, metadata={"help": "Optimizer steps."})
+    learning_rate: float = field(default=1e-4, metadata={"help": "Adam learning rate."})
+    beta: float = field(default=0.1, metadata={"help": "DPO temperature: how far from the reference."})
+    samples_per_prompt: int = field(default=4, metadata={"help": "Policy samples ranked per prompt."})
+    batch_size: int = field(default=8, metadata={"help": "Pairs per step."})
+    max_new_tokens: int = field(default=256, metadata={"help": "Sample length."})
+    temperature: float = field(default=1.0, metadata={"help": "Sampling temperature."})
+    min_margin: float = field(default=0.0, metadata={"help": "Minimum verifier-score gap for a pair."})
+    save_steps: int = field(default=10, metadata={"help": "Intermediate checkpoint interval."})
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.samples_per_prompt < 2:
+            raise ValueError(f"samples_per_prompt must be >= 2 to rank, got {self.samples_per_prompt}")
+        if self.max_steps < 1 or self.batch_size < 1:
+            raise ValueError("max_steps and batch_size must be >= 1")
+
+
+@dataclass
+class PPOConfig:
+    """Hyperparameters of `PPOTrainer`; every field is checked in `__post_init__`."""
+
+    learning_rate: float = field(
+        default=1e-5,
+        metadata={"help": "AdamW learning rate for the policy and the value head."},
+    )
+    num_steps: int = field(
+        default=100, metadata={"help": "Training steps; each samples one batch of prompts."}
+    )
+    batch_size: int = field(
+        default=8,
+        metadata={"help": "Prompts per step, one completion each. Larger: less noisy advantages."},
+    )
+    ppo_epochs: int = field(
+        default=4,
+        metadata={
+            "help": "Updates on each batch. More reuses samples better but drifts off-policy; "
+            "the clipping (clip_eps) bounds the drift."
+        },
+    )
+    clip_eps: float = field(
+        default=0.2,
+        metadata={"help": "PPO ratio clip ε (Schulman et al., 2017): ratio kept in [1-ε, 1+ε]."},
+    )
+    clip_value: float = field(
+        default=0.2,
+        metadata={"help": "How far the value head may move from the rollout's values per batch."},
+    )
+    vf_coef: float = field(
+        default=0.1, metadata={"help": "Weight of the value loss in the total loss."}
+    )
+    ent_coef: float = field(
+        default=0.0,
+        metadata={"help": "Weight of the entropy bonus; > 0 keeps sampling diverse for longer."},
+    )
+    gamma: float = field(
+        default=1.0,
+        metadata={"help": "Discount. 1.0: a completion is one episode, its score not decayed."},
+    )
+    lam: float = field(
+        default=0.95,
+        metadata={"help": "GAE λ: lower is less variance, more bias from the value head."},
+    )
+    max_new_tokens: int = field(
+        default=64, metadata={"help": "Upper bound on the length of each sampled completion."}
+    )
+    temperature: float = field(
+        default=1.0,
+        metadata={
+            "help": "Sampling temperature; log-probabilities use the same one, so PPO's ratios "
+            "are those of the distribution actually sampled."
+        },
+    )
+    kl_coef: float = field(
+        default=0.05,
+        metadata={
+            "help": "Initial coefficient of the per-token KL penalty against the reference model "
+            "(the SRL paper uses 0; adaptive control needs > 0)."
+        },
+    )
+    kl_controller: str = field(
+        default="fixed",
+        metadata={"help": "'fixed' (constant coefficient) or 'adaptive' (Ziegler et al., 2019)."},
+    )
+    kl_target: float = field(
+        default=6.0,
+        metadata={"help": "Adaptive control: target KL per completion in nats (token sum)."},
+    )
+    kl_horizon: float = field(
+        default=10_000.0,
+        metadata={"help": "Adaptive control: samples over which the coefficient adapts."},
+    )
+    seed: int = field(default=0, metadata={"help": "Seeds prompt sampling and generation."})
+    max_grad_norm: float = field(
+        default=1.0, metadata={"help": "Gradient-norm clip, as in the SRL paper."}
+    )
+
+    def __post_init__(self) -> None:
+        positive = ["learning_rate", "clip_eps", "clip_value", "temperature", "max_grad_norm"]
+        positive += ["kl_target", "kl_horizon"]
+        for name in positive:
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"PPOConfig.{name} must be a finite number > 0, got {value}")
+        for name in ["num_steps", "batch_size", "ppo_epochs", "max_new_tokens"]:
+            value = getattr(self, name)
+            if not (isinstance(value, int) and value >= 1):
+                raise ValueError(f"PPOConfig.{name} must be an integer >= 1, got {value!r}")
+        for name in ["vf_coef", "ent_coef", "kl_coef"]:
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"PPOConfig.{name} must be a finite number >= 0, got {value}")
+        for name in ["gamma", "lam"]:
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"PPOConfig.{name} must be in [0, 1], got {value}")
+        if self.kl_controller not in kl_controller_names():
+            raise ValueError(
+                f"PPOConfig.kl_controller must be one of {kl_controller_names()}, "
+                f"got {self.kl_controller!r}"
+            )
+        if self.kl_controller == "adaptive" and self.kl_coef <= 0:
+            raise ValueError(
+                f"PPOConfig.kl_coef must be > 0 with kl_controller='adaptive', got {self.kl_coef}"
+            )
