@@ -37,10 +37,12 @@ def run_child(context: dg.AssetExecutionContext, pipes: dg.PipesSubprocessClient
     spec = {"stage": stage, "model_type": model_type, "rules_dir": rules_dir, "work_dir": str(work_dir),
             "out_dir": str(out_dir), "data": str(work_dir / "input.jsonl"), "config": config,
             "model_path": model_path, "report_to": report_to}
+    (work_dir / "spec.json").write_text(json.dumps(spec))
     env = {"HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"), "TOKENIZERS_PARALLELISM": "false",
            "PYTHONUNBUFFERED": "1", **wandb.run_env()}
     context.log.info(f"{stage}/{model_type}: child in {work_dir}")
-    invocation = pipes.run(command=training.command(), context=context, extras={"job": spec}, env=env)
+    invocation = pipes.run(command=[*training.command(), "--spec", str(work_dir / "spec.json")],
+                           context=context, extras={"job": spec}, env=env)
     child = invocation.get_materialize_result()
     summary = json.loads((out_dir / "summary.json").read_text())
     return summary, dict(child.metadata or {}), out_dir, work_dir

@@ -33,11 +33,14 @@ def main(argv: list[str] | None = None) -> int:
     from srl_assets.training.stages import run_stage
 
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--spec", help="job spec JSON (when not launched by Dagster Pipes)")
+    parser.add_argument("--spec", help="job spec JSON (default: the Dagster Pipes extras)")
     args = parser.parse_args(argv)
-    if PipesEnvVarParamsLoader().is_dagster_pipes_process():
+    # Under `accelerate launch` every rank runs this; only rank 0 talks to Dagster and writes the
+    # summary (the trainers themselves save the model on the main process only).
+    main_rank = os.environ.get("RANK", "0") == "0"
+    if PipesEnvVarParamsLoader().is_dagster_pipes_process() and main_rank:
         with open_dagster_pipes() as pipes:
-            spec = pipes.extras["job"]
+            spec = json.loads(Path(args.spec).read_text()) if args.spec else pipes.extras["job"]
             summary = run_stage(spec, lambda row: pipes.log.info(json.dumps(row, default=str)))
             _write_summary(spec, summary)
             pipes.report_asset_materialization(metadata={
@@ -46,10 +49,11 @@ def main(argv: list[str] | None = None) -> int:
             })
         return 0
     if not args.spec:
-        parser.error("--spec is required outside Dagster Pipes")
+        parser.error("--spec is required outside Dagster Pipes (and on ranks other than 0)")
     spec = json.loads(Path(args.spec).read_text())
     summary = run_stage(spec, lambda row: print(json.dumps(row, default=str), flush=True))
-    _write_summary(spec, summary)
+    if main_rank:
+        _write_summary(spec, summary)
     return 0
 
 
