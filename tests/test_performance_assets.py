@@ -69,16 +69,6 @@ def _materialize(store, instance, assets=(weaknesses,)):
     return result
 
 
-@pytest.fixture
-def store(tmp_path):
-    return DuckDBStore(database=str(tmp_path / "srl.duckdb"))
-
-
-@pytest.fixture
-def instance():
-    with dg.instance_for_test() as inst:
-        yield inst
-
 
 def test_failing_skill_leads_to_weakness_selection_and_retraining_request(store, instance):
     tasks = _tasks(seed=101)

@@ -25,16 +25,6 @@ HOUR = timedelta(hours=1)
 COOLDOWN_S = 6 * 3600
 
 
-@pytest.fixture
-def store(tmp_path):
-    return DuckDBStore(database=str(tmp_path / "srl.duckdb"))
-
-
-@pytest.fixture
-def instance():
-    with dg.instance_for_test() as inst:
-        yield inst
-
 
 def _add_weaknesses(store: DuckDBStore, model_type: str, report_id: str, skills: list[str],
                     detected_at: datetime) -> None:
