@@ -148,16 +148,14 @@ def test_rollouts_drop_zero_variance_prompts(tmp_path, base_path, plant_data):
     assert summary["informative_prompts"] == sum(g[0]["informative"] for g in by_prompt.values())
 
 
-def test_killed_child_resumes_from_its_checkpoint(tmp_path, base_path, plant_data):
-    config = {**GRPO_TINY, "max_steps": 60, "save_steps": 2}
-    spec = _spec(tmp_path, "srl", _srl_rows(plant_data), config, base_path)
+def _kill_after_first_checkpoint(spec: dict, tmp_path: Path, checkpoint_dir: Path, first: str) -> dict:
+    """Run the child by hand, SIGKILL it once ``first`` is saved, run it again; return its summary."""
     spec_path = tmp_path / "spec.json"
     spec_path.write_text(json.dumps(spec))
     cmd = [sys.executable, "-m", "srl_assets.training.child", "--spec", str(spec_path)]
-    trainer_dir = Path(spec["work_dir"]) / "trainer"
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
-    while not (trainer_dir / "checkpoint-2" / "trainer_state.json").exists():
+    while not (checkpoint_dir / first / "trainer_state.json").exists():
         assert proc.poll() is None, "child ended before its first checkpoint"
         assert time.time() < deadline
         time.sleep(0.05)
@@ -166,7 +164,28 @@ def test_killed_child_resumes_from_its_checkpoint(tmp_path, base_path, plant_dat
     proc.wait()
     assert not (Path(spec["out_dir"]) / "summary.json").exists()  # nothing that looks finished
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=300)
-    summary = json.loads((Path(spec["out_dir"]) / "summary.json").read_text())
+    return json.loads((Path(spec["out_dir"]) / "summary.json").read_text())
+
+
+def _resumed_step(resumed_from: str | None) -> int:
+    assert resumed_from and Path(resumed_from).name.startswith("checkpoint-")
+    return int(Path(resumed_from).name.split("-")[1])
+
+
+def test_killed_child_resumes_from_its_checkpoint(tmp_path, base_path, plant_data):
+    config = {**GRPO_TINY, "max_steps": 60, "save_steps": 2}
+    spec = _spec(tmp_path, "srl", _srl_rows(plant_data), config, base_path)
+    summary = _kill_after_first_checkpoint(spec, tmp_path, Path(spec["work_dir"]) / "trainer", "checkpoint-2")
     assert summary["steps"] == 60
-    assert summary["resumed_from"] and Path(summary["resumed_from"]).name.startswith("checkpoint-")
-    assert int(Path(summary["resumed_from"]).name.split("-")[1]) >= 2
+    assert _resumed_step(summary["resumed_from"]) >= 2
+
+
+def test_killed_warm_start_resumes_from_its_checkpoint(tmp_path, plant_data):
+    rows = [{"kind": "corpus", "text": t} for task, lore, traj, _ in plant_data for t in (task.prompt, traj)]
+    rows += [{"kind": "sft", "prompt": task_prompt(task.prompt, ""), "completion": traj} for task, _, traj, _ in plant_data]
+    config = {"vocab_size": 300, "tiny": TINY, "sft_steps": 150, "sft_batch_size": 4, "save_steps": 5}
+    spec = _spec(tmp_path, "base", rows, config)
+    summary = _kill_after_first_checkpoint(spec, tmp_path, Path(spec["work_dir"]) / "sft", "checkpoint-5")
+    assert summary["sft"]["steps"] == 150
+    assert _resumed_step(summary["resumed_from"]) >= 5
+    _reloads_and_generates(spec["out_dir"])

@@ -49,6 +49,7 @@ class BaseModelConfig(dg.Config):
     sft_steps: int = Field(default=1000, description="Warm-start SFT steps (0 = none): short on purpose, so "
                            "the base passes sometimes and the RL stages have something to improve.")
     sft_lr: float = Field(default=3e-3, description="Warm-start learning rate (~1e-5 for a pretrained model).")
+    save_steps: int = Field(default=250, description="Intermediate SFT checkpoint interval (a retried op resumes).")
     sft_batch_size: int = Field(default=8, description="Warm-start batch size.")
     seed: int = 0
 
@@ -109,7 +110,7 @@ def base_model(context: dg.AssetExecutionContext, config: BaseModelConfig, duckd
     rows = _base_rows(duckdb_store, model_type, rules, config, training.policy_lore_k)
     child_config = {"model_name_or_path": config.model_name_or_path, "vocab_size": config.vocab_size,
                     "tiny": config.tiny, "sft_steps": config.sft_steps, "sft_lr": config.sft_lr,
-                    "sft_batch_size": config.sft_batch_size, "seed": config.seed}
+                    "sft_batch_size": config.sft_batch_size, "seed": config.seed, "save_steps": config.save_steps}
     summary, child_meta, out_dir, work_dir = run_child(
         context, pipes_subprocess_client, training, wandb, "base", rows, child_config,
         {"rows": len(rows), "rules": rules.version})

@@ -33,6 +33,7 @@ def warm_start_sft(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, e
                    out_dir: str | Path, max_steps: int = 300, lr: float = 1e-3, batch_size: int = 8,
                    seed: int = 0, warmup_steps: int = 10, max_length: int | None = 1024,
                    report_to: list[str] | None = None, save_steps: int | None = None,
+                   resume_from_checkpoint: str | None = None,
                    logging_steps: int = 1) -> dict[str, Any]:
     """Train ``model`` in place on ``examples`` (``{"prompt": ..., "completion": ...}``) for ``max_steps``.
 
@@ -79,7 +80,7 @@ def warm_start_sft(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, e
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
 
     started = time.perf_counter()
-    result = trainer.train()
+    result = trainer.train(resume_from_checkpoint=resume_from_checkpoint)
     seconds = time.perf_counter() - started
 
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]

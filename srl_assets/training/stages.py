@@ -68,15 +68,23 @@ def base_stage(spec: dict[str, Any], report: Reporter) -> dict[str, Any]:
     else:
         tokenizer = train_bpe_tokenizer(corpus, vocab_size=int(cfg.get("vocab_size", 1024)))
         model = build_tiny_model(tokenizer, TinyModelConfig(vocab_size=len(tokenizer), **cfg.get("tiny", {})))
-    sft = {"steps": 0}
+    sft: dict[str, Any] = {"steps": 0}
     if int(cfg.get("sft_steps", 0)) > 0:
-        sft = warm_start_sft(model, tokenizer, examples, Path(spec["work_dir"]) / "sft",
+        from srl_assets.training.grpo_common import resume_point
+
+        # The tokenizer and the fresh model are rebuilt deterministically from the same corpus, so
+        # an interrupted warm start resumes from its last intermediate checkpoint.
+        sft_dir = Path(spec["work_dir"]) / "sft"
+        resumed_from = resume_point(sft_dir)
+        sft = warm_start_sft(model, tokenizer, examples, sft_dir,
                              max_steps=int(cfg["sft_steps"]), lr=float(cfg.get("sft_lr", 1e-3)),
                              batch_size=int(cfg.get("sft_batch_size", 8)), seed=int(cfg.get("seed", 0)),
-                             report_to=spec.get("report_to", []), save_steps=cfg.get("save_steps"))
+                             report_to=spec.get("report_to", []), save_steps=cfg.get("save_steps"),
+                             resume_from_checkpoint=resumed_from)
+        sft["resumed_from"] = resumed_from
         report({"event": "sft_done", "final_loss": sft.get("final_loss"), "steps": sft.get("steps")})
     save_model(model, tokenizer, spec["out_dir"])
-    return {"stage": "base", "source": source or "tiny-llama (built offline)",
+    return {"stage": "base", "source": source or "tiny-llama (built offline)", "resumed_from": sft.get("resumed_from"),
             "parameters": count_parameters(model), "sft_examples": len(examples), "sft": sft,
             "raw_reward_history": [], "log": [{"step": i + 1, "loss": v} for i, v in enumerate(sft.get("loss_history", []))]}
 
