@@ -6,7 +6,6 @@ import subprocess
 import sys
 
 import dagster as dg
-import pytest
 
 from resources.duckdb_store import DuckDBStore
 from resources.rules import RulesResource

@@ -7,7 +7,6 @@ import random
 from datetime import datetime, timedelta, timezone
 
 import dagster as dg
-import duckdb
 import pandas as pd
 import pytest
 

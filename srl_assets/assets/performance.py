@@ -7,7 +7,6 @@ candidate with the best quality for cost.
 """
 
 import hashlib
-import json
 from dataclasses import asdict
 from datetime import datetime, timezone
 
@@ -21,14 +20,14 @@ from resources.rules import RulesResource
 from resources.training import TrainingResource
 from resources.wandb_resource import WandbResource
 from srl_assets.assets.task_examples import run_seed
-from srl_assets.assets.training_support import CHECKPOINTS_TABLE, fetch_checkpoint, run_child
+from srl_assets.assets.training_support import CHECKPOINTS_TABLE, fetch_checkpoint, png_markdown, run_child
 from srl_assets.collaboration.lore_retriever import LoreRetriever, lore_block
 from srl_assets.dynamic_example_generator import DynamicExampleGenerator
 from srl_assets.partitions import model_type_partitions
 from srl_assets.performance.performance_tracker import (EvalRecord, PerformanceTracker, SkillStat, markdown_table,
                                                         per_skill_rows, plot_pass_rates, report_rows)
 from srl_assets.performance.weakness_detector import WeaknessDetector
-from srl_assets.prompts import task_prompt, trim_lore
+from srl_assets.prompts import task_prompt
 from srl_assets.selection.dynamic_model_selector import (Candidate, DynamicModelSelector, SelectionWeights,
                                                          markdown_table as selection_table)
 from srl_assets.training.stages import read_rows
@@ -49,13 +48,6 @@ def _latest_checkpoints(duckdb_store: DuckDBStore, model_type: str) -> dict[str,
     return {stage: group.sort_values("created_at").iloc[-1].to_dict() for stage, group in df.groupby("stage")}
 
 
-def _png_markdown(path: str, title: str) -> dg.MetadataValue:
-    import base64
-
-    with open(path, "rb") as fh:
-        return dg.MetadataValue.md(f"![{title}](data:image/png;base64,{base64.b64encode(fh.read()).decode()})")
-
-
 @dg.asset(partitions_def=model_type_partitions, deps=["rlvr_checkpoint", "srl_checkpoint", "base_model"],
           group_name="performance", pool="gpu", kinds={"pytorch", "duckdb"},
           check_specs=[dg.AssetCheckSpec(CHECK_COVERAGE, asset="performance_report",
@@ -71,8 +63,9 @@ def performance_report(context: dg.AssetExecutionContext, config: PerformanceRep
     domain, rules = rules_resource.load(model_type)
     seed = config.seed if config.seed is not None else run_seed(context.run.run_id)
     tasks = DynamicExampleGenerator(domain, rules).generate(config.n_eval_tasks, "eval", seed)
-    retriever = LoreRetriever(rules, k=max(1, training.policy_lore_k))
-    rows = [{"task": t.to_row(), "prompt": task_prompt(t.prompt, trim_lore(lore_block(retriever.retrieve(t)), training.policy_lore_k))}
+    lore_k = training.policy_lore_k
+    retriever = LoreRetriever(rules, k=lore_k) if lore_k else None
+    rows = [{"task": t.to_row(), "prompt": task_prompt(t.prompt, lore_block(retriever.retrieve(t)) if retriever else "")}
             for t in tasks]
     checkpoints = _latest_checkpoints(duckdb_store, model_type)
     candidates = {stage: fetch_checkpoint(checkpoint_store, training, row) for stage, row in checkpoints.items()}
@@ -94,7 +87,7 @@ def performance_report(context: dg.AssetExecutionContext, config: PerformanceRep
     by_name = {r.candidate: r for r in reports}
     metadata = {**child_meta, "report_id": report_id, "n_eval_tasks": len(tasks), "seed": seed,
                 "table": dg.MetadataValue.md(markdown_table(reports)),
-                "plot": _png_markdown(plot_path, f"pass rate ({model_type})")}
+                "plot": png_markdown(plot_path, f"pass rate ({model_type})")}
     for stage in ("base", "srl", "rlvr"):
         metadata[f"pass_rate_{stage}"] = float(by_name[stage].pass_rate) if stage in by_name else float("nan")
     _log_to_wandb(wandb, model_type, report_id, reports)

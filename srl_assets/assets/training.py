@@ -6,14 +6,12 @@ CheckpointStore resource.
 """
 
 
-import json
 import random
 import statistics
 from typing import Any, Literal
 
 import dagster as dg
 import pandas as pd
-import pydantic
 from pydantic import Field
 
 from resources.checkpoint_store import CheckpointStore
@@ -22,9 +20,9 @@ from resources.rules import RulesResource
 from resources.training import TrainingResource
 from resources.wandb_resource import WandbResource
 from srl_assets.assets.training_support import (checkpoint_metadata, curve_plot, fetch_checkpoint,
-                                                latest_checkpoint, publish_checkpoint, run_child)
+                                                latest_checkpoint, publish_checkpoint, reward_curve, run_child)
 from srl_assets.config_models import config_from_dataclass
-from srl_assets.dynamic_example_generator import Task
+from srl_assets.assets.trajectories import load_tasks
 from srl_assets.partitions import model_type_partitions
 from srl_assets.prompts import task_prompt, think, trim_lore
 from srl_assets.rlvr.verifier_reward import task_column
@@ -186,8 +184,7 @@ def srl_checkpoint(context: dg.AssetExecutionContext, config: SRLConfig, duckdb_
     metadata = {**child_meta, **checkpoint_metadata(info, summary), "prompts": len(rows),
                 "final_kl_coef": float(summary.get("final_beta", 0.0)),
                 "normalizer_stats": dg.MetadataValue.json(summary.get("normalizer_stats", {})),
-                "reward_curve": curve_plot([{"step": i + 1, "raw_step_reward": v} for i, v in enumerate(summary["raw_reward_history"])],
-                                           ["raw_step_reward"], work_dir / "reward.png", f"SRL step reward ({model_type})")}
+                "reward_curve": reward_curve(summary, "raw_step_reward", work_dir, f"SRL step reward ({model_type})")}
     training.clean(work_dir)
     return dg.MaterializeResult(metadata=metadata)
 
@@ -201,7 +198,7 @@ def rlvr_checkpoint(context: dg.AssetExecutionContext, config: RLVRConfig, duckd
     model_type = context.partition_key
     srl = latest_checkpoint(duckdb_store, "srl", model_type)
     trajs = duckdb_store.read("trajectories", model_type).sort_values("task_id").head(config.max_tasks)
-    tasks = {t.task_id: t for t in (Task.from_row(r) for r in duckdb_store.read("task_examples", model_type, "split = 'train'").to_dict("records"))}
+    tasks = {t.task_id: t for t in load_tasks(duckdb_store, model_type, "train")}
     rows = [{"prompt": task_prompt(r.prompt, trim_lore(r.lore, training.policy_lore_k)), "task": task_column(tasks[r.task_id])}
             for r in trajs.itertuples()]
     algo_config = {"algorithm": config.algorithm, **getattr(config, config.algorithm).model_dump()}
@@ -211,7 +208,6 @@ def rlvr_checkpoint(context: dg.AssetExecutionContext, config: RLVRConfig, duckd
         rules_dir=rules_resource.rules_dir)
     info = publish_checkpoint(context, checkpoint_store, duckdb_store, "rlvr", out_dir, summary)
     metadata = {**child_meta, **checkpoint_metadata(info, summary), "algorithm": config.algorithm, "prompts": len(rows),
-                "reward_curve": curve_plot([{"step": i + 1, "verifier_score": v} for i, v in enumerate(summary["raw_reward_history"])],
-                                           ["verifier_score"], work_dir / "reward.png", f"RLVR verifier score ({model_type})")}
+                "reward_curve": reward_curve(summary, "verifier_score", work_dir, f"RLVR verifier score ({model_type})")}
     training.clean(work_dir)
     return dg.MaterializeResult(metadata=metadata)

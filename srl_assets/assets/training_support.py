@@ -80,10 +80,22 @@ def fetch_checkpoint(store: CheckpointStore, training: TrainingResource, row: di
     return str(dest)
 
 
-def curve_plot(log: list[dict[str, Any]], keys: list[str], path: Path, title: str) -> dg.MetadataValue:
-    """A PNG of training curves, embedded as Markdown so the Dagster UI shows it."""
+def png_markdown(path: str | Path, title: str) -> dg.MetadataValue:
+    """A PNG embedded as Markdown, so the Dagster UI shows it with the materialization."""
     import base64
 
+    encoded = base64.b64encode(Path(path).read_bytes()).decode()
+    return dg.MetadataValue.md(f"![{title}](data:image/png;base64,{encoded})")
+
+
+def reward_curve(summary: dict[str, Any], label: str, work_dir: Path, title: str) -> dg.MetadataValue:
+    """The per-step mean raw reward of a training summary, as a plot."""
+    log = [{"step": i + 1, label: v} for i, v in enumerate(summary["raw_reward_history"])]
+    return curve_plot(log, [label], work_dir / "reward.png", title)
+
+
+def curve_plot(log: list[dict[str, Any]], keys: list[str], path: Path, title: str) -> dg.MetadataValue:
+    """A PNG of training curves, embedded as Markdown so the Dagster UI shows it."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -100,8 +112,7 @@ def curve_plot(log: list[dict[str, Any]], keys: list[str], path: Path, title: st
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)
-    encoded = base64.b64encode(path.read_bytes()).decode()
-    return dg.MetadataValue.md(f"![{title}](data:image/png;base64,{encoded})")
+    return png_markdown(path, title)
 
 
 def checkpoint_metadata(info: CheckpointInfo, summary: dict[str, Any]) -> dict[str, Any]:

@@ -30,10 +30,11 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
+from srl_assets.prompts import THINK_CLOSE, THINK_OPEN
+
 log = logging.getLogger(__name__)
 
 BOS, EOS, PAD = "<|bos|>", "<|eos|>", "<|pad|>"
-THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 ROLES = ("system", "user", "assistant")
 ROLE_TOKENS = tuple(f"<|{role}|>" for role in ROLES)
 

@@ -23,7 +23,8 @@ from srl_assets.reward_normalizer import make_normalizer
 from srl_assets.rlvr.dpo_trainer import DPOStageConfig, build_preference_pairs, sample_and_rank, train_dpo
 from srl_assets.rlvr.ppo_trainer import PPOConfig, PPOTrainer
 from srl_assets.rlvr.verifier_reward import make_verifier_reward_fn, parse_task_column
-from srl_assets.training.grpo_common import (AdaptiveKLCallback, GRPOStageConfig, MetricsCallback,
+from srl_assets.training.configs import GRPOStageConfig
+from srl_assets.training.grpo_common import (AdaptiveKLCallback, MetricsCallback,
                                              NormalizedReward, resume_point)
 
 

@@ -18,7 +18,8 @@ from trl import GRPOTrainer
 from srl_assets.models.tiny import load_model, save_model
 from srl_assets.reward_normalizer import make_normalizer
 from srl_assets.srl.step_reward import make_step_reward_fn
-from srl_assets.training.grpo_common import (AdaptiveKLCallback, GRPOStageConfig, MetricsCallback,
+from srl_assets.training.configs import GRPOStageConfig
+from srl_assets.training.grpo_common import (AdaptiveKLCallback, MetricsCallback,
                                              NormalizedReward, resume_point)
 
 

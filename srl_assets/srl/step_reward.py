@@ -24,14 +24,13 @@ reasoning free.
 from __future__ import annotations
 
 import difflib
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-THINK_OPEN = "<think>"
-THINK_CLOSE = "</think>"
-STEP_LINE = re.compile(r"^\s*(\d+)\.\s+\*\*(.+?)\*\*\s*(.*)$")
+from srl_assets.prompts import THINK_CLOSE, THINK_OPEN
+from srl_assets.trajectory import STEP_RE as STEP_LINE  # one step-line format for the whole project
+
 FORMAT_VIOLATION_REWARD = -1.0
 
 # SequenceMatcher with autojunk off is quadratic in the worst case. Measured on one CPU core:

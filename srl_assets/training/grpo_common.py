@@ -22,7 +22,6 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from srl_assets.kl_controller import KLController
 from srl_assets.reward_normalizer import RewardNormalizer
-from srl_assets.training.configs import GRPOStageConfig  # noqa: F401  (re-exported)
 
 
 class NormalizedReward:

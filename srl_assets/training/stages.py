@@ -141,7 +141,7 @@ def rollouts_stage(spec: dict[str, Any], report: Reporter) -> dict[str, Any]:
 @stage("srl")
 def srl_stage(spec: dict[str, Any], report: Reporter) -> dict[str, Any]:
     from srl_assets.srl.srl_trainer import SRLTrainer
-    from srl_assets.training.grpo_common import GRPOStageConfig
+    from srl_assets.training.configs import GRPOStageConfig
 
     trainer = SRLTrainer(GRPOStageConfig.from_dict(spec["config"]))
     return trainer.train(spec["model_path"], read_rows(spec["data"]), Path(spec["work_dir"]),
