@@ -12,12 +12,17 @@
 >>> c.update(current_kl=12.0, n_steps=256)  # error clipped to +0.2
 >>> round(c.value, 8)
 0.100512
+
+`state_dict()` / `load_state_dict()` carry the coefficient through a checkpoint, so a resumed run
+continues from the adapted value instead of the initial one.
 """
 
 from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from typing import Any
 
 from srl_assets.registry import Registry
 
@@ -46,6 +51,8 @@ def make_kl_controller(
 class KLController(ABC):
     """Holds the current KL coefficient (`value`) and updates it after each training step."""
 
+    needs_positive_value = False  # True where a coefficient of 0 is not a valid state
+
     def __init__(
         self, init_coef: float, target: float | None = None, horizon: float | None = None
     ) -> None:
@@ -60,6 +67,27 @@ class KLController(ABC):
         if n_steps < 0:
             raise ValueError(f"n_steps must be >= 0, got {n_steps}")
         self._update(float(current_kl), n_steps)
+
+    def state_dict(self) -> dict[str, Any]:
+        """What training changes, JSON-able: the controller's class and its current coefficient."""
+        return {"controller": type(self).__name__, "value": self.value}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore `value` from `state_dict()`'s output (e.g. read back from a checkpoint)."""
+        saved_by = state.get("controller")
+        if saved_by is not None and saved_by != type(self).__name__:
+            raise ValueError(f"KL controller state was saved by {saved_by}, cannot load it into "
+                             f"{type(self).__name__}")
+        if "value" not in state:
+            raise ValueError(f"KL controller state has no 'value': {dict(state)}")
+        value = state["value"]
+        bound = "> 0" if self.needs_positive_value else ">= 0"
+        if not (isinstance(value, (int, float)) and math.isfinite(value)
+                and (value > 0 or (value == 0 and not self.needs_positive_value))):
+            raise ValueError(
+                f"KL controller state 'value' must be a finite number {bound}, got {value!r}"
+            )
+        self.value = float(value)
 
     @abstractmethod
     def _update(self, current_kl: float, n_steps: int) -> None: ...
@@ -76,6 +104,8 @@ class FixedKLController(KLController):
 @register_kl_controller("adaptive")
 class AdaptiveKLController(KLController):
     """Ziegler et al. (2019): multiply the coefficient up when KL is above target, down below."""
+
+    needs_positive_value = True
 
     def __init__(
         self, init_coef: float, target: float | None = None, horizon: float | None = None

@@ -84,3 +84,30 @@ def test_registry():
 
 def test_doctests():
     assert doctest.testmod(kl_controller).failed == 0
+
+
+def test_state_dict_round_trip_restores_the_adapted_value():
+    adapted = make_kl_controller("adaptive", init_coef=0.1, target=6.0, horizon=10_000)
+    adapted.update(12.0, 256)
+    fresh = make_kl_controller("adaptive", init_coef=0.1, target=6.0, horizon=10_000)
+    fresh.load_state_dict(adapted.state_dict())
+    assert fresh.value == adapted.value != 0.1
+    fresh.update(12.0, 256)  # and it keeps adapting from there
+    assert fresh.value == pytest.approx(0.1 * (1 + 0.2 * 256 / 10_000) ** 2)
+
+
+@pytest.mark.parametrize(
+    "name,state,message",
+    [
+        ("adaptive", {"controller": "FixedKLController", "value": 0.1}, "saved by FixedKLController"),
+        ("adaptive", {}, "no 'value'"),
+        ("adaptive", {"value": 0.0}, "> 0"),  # the multiplicative update would stay at 0
+        ("fixed", {"value": float("nan")}, ">= 0"),
+        ("fixed", {"value": -1.0}, ">= 0"),
+    ],
+)
+def test_load_state_dict_validation(name, state, message):
+    controller = make_kl_controller(name, init_coef=0.1, target=6.0, horizon=100)
+    with pytest.raises(ValueError, match=message):
+        controller.load_state_dict(state)
+    assert controller.value == 0.1

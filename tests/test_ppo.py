@@ -1,6 +1,8 @@
-"""PPO: the tensor functions on hand-computed numbers, and one tiny end-to-end run on CPU."""
+"""PPO: the tensor functions on hand-computed numbers, one tiny end-to-end run on CPU, and its
+checkpoints: a resumed run ends exactly as an uninterrupted one; incomplete ones never count."""
 
 import copy
+import json
 import math
 import os
 
@@ -12,7 +14,9 @@ from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from srl_assets.kl_controller import make_kl_controller
+from srl_assets.rlvr import ppo_trainer
 from srl_assets.rlvr.ppo_trainer import (
+    CHECKPOINT_MARKER,
     PPOConfig,
     PPOTrainer,
     ValueHead,
@@ -123,6 +127,7 @@ def test_value_head_shape():
         ({"kl_controller": "bogus"}, "kl_controller"),
         ({"kl_controller": "adaptive", "kl_coef": 0.0}, "kl_coef"),
         ({"vf_coef": -1.0}, "vf_coef"),
+        ({"save_steps": 0}, "save_steps"),
     ],
 )
 def test_config_validation_names_the_field(kwargs, field_name):
@@ -153,9 +158,9 @@ def fraction_of_a(prompts: list[str], completions: list[str]) -> list[float]:
     return [c.count("a") / len(c) if c else 0.0 for c in completions]
 
 
-def test_ppo_end_to_end_tiny_llama():
-    torch.manual_seed(0)
-    tokenizer = char_tokenizer()
+def tiny_llama(tokenizer: PreTrainedTokenizerFast, seed: int = 0) -> LlamaForCausalLM:
+    """A 2-layer Llama; the same `seed` gives the same initial weights."""
+    torch.manual_seed(seed)
     model_config = LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=32,
@@ -168,7 +173,12 @@ def test_ppo_end_to_end_tiny_llama():
         eos_token_id=tokenizer.eos_token_id,
         bos_token_id=None,
     )
-    model = LlamaForCausalLM(model_config)
+    return LlamaForCausalLM(model_config)
+
+
+def test_ppo_end_to_end_tiny_llama():
+    tokenizer = char_tokenizer()
+    model = tiny_llama(tokenizer)
     ref_model = copy.deepcopy(model)
     before = [p.detach().clone() for p in model.parameters()]
 
@@ -202,3 +212,138 @@ def test_ppo_end_to_end_tiny_llama():
     # KL 0 is below target: error clipped to -0.2, coef *= 1 - 0.2 * 4 / 100 after step 0.
     assert metrics[1]["kl_coef"] == pytest.approx(0.1 * (1 - 0.2 * 4 / 100))
     assert kl.value != 0.1
+
+
+# ----------------------------------------------------------------------------------------------
+# Checkpoints and resume
+
+PROMPTS = ["abc", "hello", "bad", "a cab.", "fade"]
+RESUME_CONFIG = dict(learning_rate=1e-3, num_steps=5, batch_size=4, ppo_epochs=2, max_new_tokens=8,
+                     kl_coef=0.1, kl_controller="adaptive", kl_target=6.0, kl_horizon=100.0,
+                     ent_coef=0.01, save_steps=2)
+
+
+class Interrupted(Exception):
+    pass
+
+
+def fresh_trainer(**overrides) -> PPOTrainer:
+    """A trainer on the same initial weights every time, as a retried op would build it."""
+    tokenizer = char_tokenizer()
+    model = tiny_llama(tokenizer)
+    config = PPOConfig(**{**RESUME_CONFIG, **overrides})
+    return PPOTrainer(model, copy.deepcopy(model), tokenizer, fraction_of_a, config)
+
+
+def interrupt_at(step: int):
+    """An `on_step` that raises once the metrics of `step` (0-based) are reported."""
+
+    def on_step(metrics):
+        if metrics["step"] == step:
+            raise Interrupted
+
+    return on_step
+
+
+def run_until_interrupted(folder, step: int, **overrides) -> None:
+    with pytest.raises(Interrupted):
+        fresh_trainer(**overrides).train(PROMPTS, on_step=interrupt_at(step), checkpoint_dir=folder)
+
+
+def test_resumed_run_ends_as_an_uninterrupted_one(tmp_path):
+    # Reference: 5 steps in one go. Checkpoints after steps 2, 4 and the last one (5).
+    uninterrupted = fresh_trainer()
+    expected = uninterrupted.train(PROMPTS, checkpoint_dir=tmp_path / "once")
+    assert uninterrupted.resumed_from is None
+    assert sorted(os.listdir(tmp_path / "once")) == ["checkpoint-4", "checkpoint-5"]  # the last 2
+
+    # Killed during step index 2: checkpoint-2 is complete, nothing of step 3 was saved.
+    run_until_interrupted(tmp_path / "twice", step=2)
+    assert sorted(os.listdir(tmp_path / "twice")) == ["checkpoint-2"]
+    resumed = fresh_trainer()
+    reported = []
+    metrics = resumed.train(PROMPTS, on_step=reported.append, checkpoint_dir=tmp_path / "twice")
+
+    assert resumed.resumed_from == tmp_path / "twice" / "checkpoint-2"
+    assert [m["step"] for m in metrics] == [0, 1, 2, 3, 4]
+    assert [m["step"] for m in reported] == [2, 3, 4]  # restored rows are not reported twice
+    # Same weights, optimizer, KL coefficient and random streams: the same numbers, exactly.
+    assert metrics == expected
+    assert resumed.kl_controller.value == uninterrupted.kl_controller.value
+    for a, b in zip(uninterrupted.model.parameters(), resumed.model.parameters()):
+        assert torch.equal(a, b)
+    assert torch.equal(uninterrupted.value_head.linear.weight, resumed.value_head.linear.weight)
+
+
+def test_restored_state_equals_the_saved_one(tmp_path):
+    run_until_interrupted(tmp_path, step=2)
+    checkpoint = tmp_path / "checkpoint-2"
+    assert (checkpoint / CHECKPOINT_MARKER).is_file()
+    saved = json.loads((checkpoint / "trainer_state.json").read_text())
+    saved_optimizer = torch.load(checkpoint / "optimizer.pt")
+
+    # num_steps = the checkpoint's step: resume, restore, and run nothing more.
+    restored = fresh_trainer(num_steps=2)
+    metrics = restored.train(PROMPTS, checkpoint_dir=tmp_path)
+
+    assert restored.resumed_from == checkpoint and metrics == saved["metrics"] and len(metrics) == 2
+    # The adaptive coefficient moved after each step: the restored one is the saved, not kl_coef.
+    assert saved["kl_controller"]["value"] != RESUME_CONFIG["kl_coef"]
+    assert restored.kl_controller.value == saved["kl_controller"]["value"]
+    # AdamW's per-parameter step counts and moments (2 steps x 2 epochs = 4 updates).
+    state = restored.optimizer.state_dict()["state"]
+    assert len(state) == len(saved_optimizer["state"]) > 0
+    for index, param_state in saved_optimizer["state"].items():
+        assert float(param_state["step"]) == 4.0
+        for key, value in param_state.items():
+            assert torch.equal(state[index][key], value), (index, key)
+    head = torch.load(checkpoint / "value_head.pt")
+    assert torch.equal(restored.value_head.linear.weight, head["linear.weight"])
+
+
+def test_half_written_checkpoint_is_ignored(tmp_path):
+    run_until_interrupted(tmp_path, step=2)
+    # A later checkpoint without its completion marker: a save cut short, or a folder copied in.
+    complete = tmp_path / "checkpoint-2"
+    partial = tmp_path / "checkpoint-4"
+    partial.mkdir()
+    for name in ["config.json", "model.safetensors", "trainer_state.json"]:
+        (partial / name).write_bytes((complete / name).read_bytes())
+    assert ppo_trainer.latest_checkpoint(tmp_path) == complete
+
+    trainer = fresh_trainer()
+    metrics = trainer.train(PROMPTS, checkpoint_dir=tmp_path)
+    assert trainer.resumed_from == complete and len(metrics) == 5
+    # The half-written folder was replaced when step 4 was really saved, then rotated away.
+    assert sorted(os.listdir(tmp_path)) == ["checkpoint-4", "checkpoint-5"]
+    assert all((tmp_path / name / CHECKPOINT_MARKER).is_file() for name in os.listdir(tmp_path))
+
+
+def test_save_cut_short_leaves_no_checkpoint_that_looks_complete(tmp_path, monkeypatch):
+    run_until_interrupted(tmp_path, step=2)
+    real_save = torch.save
+
+    def dies_on_the_optimizer(obj, path, *args, **kwargs):
+        if str(path).endswith("optimizer.pt"):
+            raise Interrupted  # as if the process were killed halfway through the save
+        return real_save(obj, path, *args, **kwargs)
+
+    monkeypatch.setattr(ppo_trainer.torch, "save", dies_on_the_optimizer)
+    with pytest.raises(Interrupted):
+        fresh_trainer().train(PROMPTS, checkpoint_dir=tmp_path)  # resumes, dies saving step 4
+    monkeypatch.undo()
+    assert sorted(os.listdir(tmp_path)) == [".checkpoint-4.tmp", "checkpoint-2"]
+    assert ppo_trainer.latest_checkpoint(tmp_path) == tmp_path / "checkpoint-2"
+
+    trainer = fresh_trainer()
+    assert len(trainer.train(PROMPTS, checkpoint_dir=tmp_path)) == 5
+    assert trainer.resumed_from == tmp_path / "checkpoint-2"
+    assert sorted(os.listdir(tmp_path)) == ["checkpoint-4", "checkpoint-5"]  # no temp folder left
+
+
+def test_resume_refuses_a_checkpoint_of_another_config(tmp_path):
+    run_until_interrupted(tmp_path, step=2)
+    with pytest.raises(ValueError, match=r"\['batch_size'\]"):
+        fresh_trainer(batch_size=2).train(PROMPTS, checkpoint_dir=tmp_path)
+    with pytest.raises(ValueError, match="num_steps"):
+        fresh_trainer(num_steps=1).train(PROMPTS, checkpoint_dir=tmp_path)

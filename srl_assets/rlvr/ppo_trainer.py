@@ -8,14 +8,24 @@ the RLHF recipe of Ziegler et al., 2019).
 The tensor functions at the top are pure and tested on hand-computed numbers; `PPOTrainer` wires
 them into one loop a reader can follow in one sitting. Shapes: B = batch (prompts), T = completion
 tokens, V = vocabulary, H = hidden size.
+
+Given a checkpoint folder, `train` writes `checkpoint-<step>/` every `save_steps` steps (see
+"Checkpoints" below) and a rerun resumes from the latest complete one, ending where an
+uninterrupted run would.
 """
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import random
+import re
+import shutil
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -154,7 +164,48 @@ def entropy_from_logits(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tenso
 
 
 # ----------------------------------------------------------------------------------------------
-# Configuration
+# Checkpoints
+#
+# checkpoint-<step>/ (step = completed steps) holds:
+#   the policy                 save_pretrained + the tokenizer: a folder `load_model` can read
+#   value_head.pt              the value head's state_dict
+#   optimizer.pt               AdamW's state_dict (moments and step counts)
+#   rng_state.pt               {"python": random.Random state, "torch": CPU generator, "cuda": ...}
+#   trainer_state.json         {"step", "metrics" (a row per step), "kl_controller", "config"}
+#   COMPLETE                   the completion marker, written last
+# A checkpoint is written to .checkpoint-<step>.tmp/ in the same folder and renamed into place, so
+# a killed run leaves either a complete checkpoint or a temporary folder nobody resumes from.
+
+CHECKPOINT_MARKER = "COMPLETE"
+CHECKPOINTS_KEPT = 2
+_CHECKPOINT_NAME = re.compile(r"^checkpoint-(\d+)$")
+_VALUE_HEAD, _OPTIMIZER, _RNG = "value_head.pt", "optimizer.pt", "rng_state.pt"
+_STATE = "trainer_state.json"
+# Fields that may differ between the run that wrote a checkpoint and the run resuming from it.
+_RESUMABLE_CHANGES = {"num_steps", "save_steps"}
+
+
+def complete_checkpoints(folder: str | Path) -> list[tuple[int, Path]]:
+    """The complete `checkpoint-<step>` folders in `folder` as (step, path), oldest first.
+
+    A folder counts only with its completion marker: one without it (cut short, or copied in by
+    hand) is never resumed from.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    found = []
+    for path in folder.iterdir():
+        match = _CHECKPOINT_NAME.match(path.name)
+        if match and path.is_dir() and (path / CHECKPOINT_MARKER).is_file():
+            found.append((int(match.group(1)), path))
+    return sorted(found)
+
+
+def latest_checkpoint(folder: str | Path) -> Path | None:
+    """The complete checkpoint with the most steps in `folder`, or None."""
+    found = complete_checkpoints(folder)
+    return found[-1][1] if found else None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -178,7 +229,8 @@ class PPOTrainer:
     `reward_fn(prompts, completions) -> list[float]` scores decoded completions (e.g. the
     verifier's score on the final spec). `ref_model` is the frozen policy the KL penalty is
     measured against. `kl_controller` defaults to one built from the config's kl_* fields; pass
-    one to share it across runs.
+    one to share it across runs. After `train`, `resumed_from` is the checkpoint it resumed from
+    (or None).
     """
 
     def __init__(
@@ -211,6 +263,7 @@ class PPOTrainer:
         self.ref_model.eval()
         self.ref_model.requires_grad_(False)
         self.metrics: list[dict[str, float]] = []
+        self.resumed_from: Path | None = None
 
     # -- helpers --------------------------------------------------------------------------------
 
@@ -348,12 +401,21 @@ class PPOTrainer:
         }
 
     def train(
-        self, prompts: Sequence[str], on_step: Callable[[dict[str, float]], None] | None = None
+        self,
+        prompts: Sequence[str],
+        on_step: Callable[[dict[str, float]], None] | None = None,
+        checkpoint_dir: str | Path | None = None,
     ) -> list[dict[str, float]]:
         """Run `config.num_steps` steps on batches drawn from `prompts`; return all metrics.
 
         Batches are drawn without replacement within a step (with replacement when there are
         fewer prompts than `batch_size`). `on_step` receives each step's metrics, e.g. for wandb.
+
+        With `checkpoint_dir`, a checkpoint is written there every `config.save_steps` steps and
+        after the last one (the newest `CHECKPOINTS_KEPT` are kept), and the run first resumes from
+        the latest complete checkpoint: weights, value head, optimizer, KL coefficient, random
+        states, step counter and metrics, so it ends as an uninterrupted run would (the metrics
+        of the steps before the checkpoint are returned but not passed to `on_step` again).
         """
         if len(prompts) == 0:
             raise ValueError("prompts is empty")
@@ -361,7 +423,13 @@ class PPOTrainer:
         rng = random.Random(cfg.seed)
         torch.manual_seed(cfg.seed)  # generation samples from torch's global generator
         prompts = list(prompts)
-        for step in range(cfg.num_steps):
+        start = 0
+        if checkpoint_dir is not None:
+            checkpoint_dir = Path(checkpoint_dir)
+            self.resumed_from = latest_checkpoint(checkpoint_dir)
+            if self.resumed_from is not None:
+                start = self._load_checkpoint(self.resumed_from, rng)
+        for step in range(start, cfg.num_steps):
             if len(prompts) >= cfg.batch_size:
                 batch = rng.sample(prompts, cfg.batch_size)
             else:
@@ -370,4 +438,86 @@ class PPOTrainer:
             self.metrics.append(metrics)
             if on_step is not None:
                 on_step(metrics)
+            done = step + 1
+            if checkpoint_dir is not None and (done % cfg.save_steps == 0 or done == cfg.num_steps):
+                self._save_checkpoint(checkpoint_dir, done, rng)
         return self.metrics
+
+    # -- checkpoints ----------------------------------------------------------------------------
+
+    def _save_checkpoint(self, folder: Path, step: int, rng: random.Random) -> Path:
+        """Write `folder/checkpoint-<step>/` atomically; keep the newest `CHECKPOINTS_KEPT`."""
+        final = folder / f"checkpoint-{step}"
+        tmp = folder / f".checkpoint-{step}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)  # left by a run killed while saving this step
+        tmp.mkdir(parents=True)
+        self.model.save_pretrained(tmp, safe_serialization=True)
+        self.tokenizer.save_pretrained(tmp)
+        torch.save(self.value_head.state_dict(), tmp / _VALUE_HEAD)
+        torch.save(self.optimizer.state_dict(), tmp / _OPTIMIZER)
+        cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+        torch.save({"python": rng.getstate(), "torch": torch.get_rng_state(), "cuda": cuda},
+                   tmp / _RNG)
+        state = {
+            "step": step,
+            "metrics": self.metrics,
+            "kl_controller": self.kl_controller.state_dict(),
+            "config": asdict(self.config),
+        }
+        (tmp / _STATE).write_text(json.dumps(state, indent=1))
+        (tmp / CHECKPOINT_MARKER).write_text(f"{step}\n")
+        shutil.rmtree(final, ignore_errors=True)  # an incomplete folder of the same name
+        os.replace(tmp, final)
+        self._rotate_checkpoints(folder)
+        return final
+
+    @staticmethod
+    def _rotate_checkpoints(folder: Path) -> None:
+        """Keep the newest `CHECKPOINTS_KEPT` complete checkpoints; drop every other one."""
+        keep = {path for _, path in complete_checkpoints(folder)[-CHECKPOINTS_KEPT:]}
+        for path in folder.iterdir():
+            ours = _CHECKPOINT_NAME.match(path.name) or (
+                path.name.startswith(".checkpoint-") and path.name.endswith(".tmp")
+            )
+            if ours and path.is_dir() and path not in keep:
+                shutil.rmtree(path)
+
+    def _load_checkpoint(self, path: Path, rng: random.Random) -> int:
+        """Restore what `_save_checkpoint` wrote into this trainer and `rng`; return the step."""
+        from transformers import AutoModelForCausalLM
+
+        state = json.loads((path / _STATE).read_text())
+        step = int(state["step"])
+        if step > self.config.num_steps:
+            raise ValueError(f"checkpoint {path} is at step {step}, past PPOConfig.num_steps = "
+                             f"{self.config.num_steps}: resume with num_steps >= {step}")
+        if len(state["metrics"]) != step:
+            raise ValueError(f"checkpoint {path} holds {len(state['metrics'])} metrics rows for "
+                             f"{step} steps")
+        changed = _config_changes(state.get("config", {}), asdict(self.config))
+        if changed:
+            raise ValueError(f"checkpoint {path} was written with other PPOConfig values for "
+                             f"{changed}; resume with the same config or start in a new folder")
+        # Weights are copied into the existing parameters: the optimizer keeps pointing at them.
+        dtype = next(self.model.parameters()).dtype
+        saved = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+        self.model.load_state_dict(saved.state_dict())
+        del saved
+        # Loaded on the CPU: load_state_dict copies (or casts) onto the parameters' device.
+        self.value_head.load_state_dict(torch.load(path / _VALUE_HEAD, map_location="cpu"))
+        self.optimizer.load_state_dict(torch.load(path / _OPTIMIZER, map_location="cpu"))
+        self.kl_controller.load_state_dict(state["kl_controller"])
+        rng_state = torch.load(path / _RNG, map_location="cpu")
+        version, internal, gauss = rng_state["python"]
+        rng.setstate((version, tuple(internal), gauss))
+        torch.set_rng_state(rng_state["torch"])
+        if rng_state["cuda"] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng_state["cuda"])
+        self.metrics = [dict(row) for row in state["metrics"]]
+        return step
+
+
+def _config_changes(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """Names of the config fields whose values differ, ignoring `_RESUMABLE_CHANGES`."""
+    names = (saved.keys() | current.keys()) - _RESUMABLE_CHANGES
+    return sorted(n for n in names if saved.get(n) != current.get(n))

@@ -90,9 +90,12 @@ def _ppo(inputs: RLVRInputs, config: dict[str, Any]) -> dict[str, Any]:
                 for p, c in zip(prompts, completions, strict=True)]
 
     trainer = PPOTrainer(model, ref_model, tokenizer, reward_fn, cfg)
-    log = trainer.train(list(tasks), on_step=inputs.on_log)
+    # Checkpoints every save_steps under the work folder; a retry resumes from the latest one.
+    log = trainer.train(list(tasks), on_step=inputs.on_log, checkpoint_dir=inputs.work_dir / "trainer")
     save_model(model, tokenizer, inputs.out_dir)
-    return {"config": asdict(cfg), "resumed_from": None, "steps": len(log), "log": log,
+    resumed_from = str(trainer.resumed_from) if trainer.resumed_from is not None else None
+    return {"config": asdict(cfg), "resumed_from": resumed_from, "steps": len(log), "log": log,
+            "final_kl_coef": trainer.kl_controller.value,
             "raw_reward_history": [m["reward_mean"] for m in log]}
 
 

@@ -179,6 +179,13 @@ class PPOConfig:
     max_grad_norm: float = field(
         default=1.0, metadata={"help": "Gradient-norm clip, as in the SRL paper."}
     )
+    save_steps: int = field(
+        default=10,
+        metadata={
+            "help": "Steps between intermediate checkpoints (and one after the last step); a "
+            "rerun resumes from the latest. Only when `train` gets a checkpoint folder."
+        },
+    )
 
     def __post_init__(self) -> None:
         positive = ["learning_rate", "clip_eps", "clip_value", "temperature", "max_grad_norm"]
@@ -187,7 +194,7 @@ class PPOConfig:
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
                 raise ValueError(f"PPOConfig.{name} must be a finite number > 0, got {value}")
-        for name in ["num_steps", "batch_size", "ppo_epochs", "max_new_tokens"]:
+        for name in ["num_steps", "batch_size", "ppo_epochs", "max_new_tokens", "save_steps"]:
             value = getattr(self, name)
             if not (isinstance(value, int) and value >= 1):
                 raise ValueError(f"PPOConfig.{name} must be an integer >= 1, got {value!r}")

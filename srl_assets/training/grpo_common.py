@@ -6,19 +6,23 @@
   advantage is (r - mean_g) / std_batch or std_running.
 * An adaptive KL coefficient (Ziegler et al. 2019): a callback feeds the KL TRL measured at each
   step to the KLController and writes the new coefficient into ``trainer.beta``, the attribute
-  GRPO's loss reads (``per_token_loss + self.beta * per_token_kl``).
+  GRPO's loss reads (``per_token_loss + self.beta * per_token_kl``). The coefficient and its
+  history are saved in every checkpoint's ``trainer_state.json`` and restored on resume.
 * Resumable runs: intermediate checkpoints every ``save_steps`` under the work folder; a rerun
-  resumes from the last one.
+  resumes from the last complete one.
 """
 
 from __future__ import annotations
 
+import json
+import logging
+import re
 import statistics
 from pathlib import Path
 from typing import Any, Callable
 
 from transformers import TrainerCallback
-from transformers.trainer_utils import get_last_checkpoint
+from transformers.trainer_callback import ExportableState
 
 from srl_assets.kl_controller import KLController
 from srl_assets.reward_normalizer import RewardNormalizer
@@ -46,14 +50,48 @@ class NormalizedReward:
         return normalized
 
 
-class AdaptiveKLCallback(TrainerCallback):
-    """After each optimizer step, feed TRL's measured KL to the controller and set ``trainer.beta``."""
+logger = logging.getLogger(__name__)
+
+
+class AdaptiveKLCallback(TrainerCallback, ExportableState):
+    """After each optimizer step, feed TRL's measured KL to the controller and set ``trainer.beta``.
+
+    Checkpoints carry the controller's state and the history: as an ``ExportableState``, ``state()``
+    is written into ``trainer_state.json`` (under ``stateful_callbacks``) by every checkpoint save.
+    On resume ``on_train_begin`` reads it back from the loaded TrainerState and sets the controller
+    and ``trainer.beta`` before the first step. The callback restores itself, so it does not need
+    (and is not rebuilt by) ``restore_callback_states_from_checkpoint``; keep that option off, its
+    default: it would replace this instance by one built from ``state()["args"]``, which cannot
+    hold the controller or the trainer.
+    """
 
     def __init__(self, controller: KLController, samples_per_step: int):
         self.controller = controller
         self.samples_per_step = samples_per_step
         self.trainer = None
         self.history: list[dict[str, float]] = []
+
+    def state(self) -> dict[str, Any]:
+        """What a checkpoint keeps: the controller's state (its current value) and the history."""
+        return {"args": {}, "attributes": {"controller": self.controller.state_dict(),
+                                           "history": [dict(h) for h in self.history]}}
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        name = type(self).__name__
+        saved = state.stateful_callbacks.get(name)
+        if state.global_step > 0:  # resumed from a checkpoint: the TrainerState was loaded from it
+            if isinstance(saved, dict) and "controller" in saved.get("attributes", {}):
+                self.controller.load_state_dict(saved["attributes"]["controller"])
+                self.history = [dict(h) for h in saved["attributes"].get("history", [])]
+            else:
+                logger.warning("checkpoint at step %d has no saved KL controller state: the KL "
+                               "coefficient restarts from %s", state.global_step, self.controller.value)
+        # A checkpoint written before this callback was stateful lacks the entry, and the Trainer's
+        # save indexes it by name: put it (the current state) back in.
+        state.stateful_callbacks[name] = self.state()
+        if self.trainer is not None:
+            self.trainer.beta = self.controller.value
+        return control
 
     def on_step_end(self, args, state, control, **kwargs):
         kl_values = self.trainer._metrics["train"].get("kl", [])
@@ -81,6 +119,25 @@ class MetricsCallback(TrainerCallback):
         return control
 
 
+_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+
+
 def resume_point(output_dir: Path) -> str | None:
-    """The last intermediate checkpoint of an interrupted run, if any."""
-    return get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
+    """The last complete intermediate checkpoint of an interrupted Trainer run, if any.
+
+    The Trainer writes ``checkpoint-<step>/`` in place and ``trainer_state.json`` last, so a run
+    killed while saving leaves a folder without it (or with it cut short): such a folder does not
+    count, and the run resumes from the checkpoint before it.
+    """
+    output_dir = Path(output_dir)
+    if not output_dir.is_dir():
+        return None
+    steps = sorted(((int(m.group(1)), p) for p in output_dir.iterdir()
+                    if p.is_dir() and (m := _CHECKPOINT.match(p.name))), reverse=True)
+    for _, path in steps:
+        try:
+            json.loads((path / "trainer_state.json").read_text())
+        except (OSError, ValueError):
+            continue
+        return str(path)
+    return None
