@@ -22,7 +22,8 @@ RUN_CONFIG = {"ops": {
     "normalized_rewards": {"config": {"target_prompts": 4, "num_generations": 3, "max_completion_length": 16,
                                       "temperature": 1.0, "dynamic_sampling": False}},
     "srl_checkpoint": {"config": GRPO},
-    "rlvr_checkpoint": {"config": {"max_tasks": 8, "grpo": {**GRPO, "max_completion_length": 32}}},
+    "rlvr_checkpoint": {"config": {"n_tasks": 8, "n_validation_tasks": 3,
+                                   "grpo": {**GRPO, "max_completion_length": 32, "eval_steps": 1}}},
     "performance_report": {"config": {"n_eval_tasks": 6, "max_new_tokens": 32, "seed": 5}},
 }}
 
@@ -47,6 +48,10 @@ def test_whole_chain_for_one_partition(tmp_path):
         assert {"uri", "size_bytes", "sha256", "steps", "final_mean_reward"} <= set(meta), stage
         assert len(meta["sha256"].value) == 64 and meta["size_bytes"].value > 0
     assert mats["srl_checkpoint"]["steps"].value == 2 and "reward_curve" in mats["rlvr_checkpoint"]
+    # RLVR validated its start and both steps, and published one of the trained steps.
+    assert mats["rlvr_checkpoint"]["selected_step"].value in (1, 2)
+    rows = [line for line in mats["rlvr_checkpoint"]["validation"].value.splitlines() if line[:3] in ("| 0", "| 1", "| 2")]
+    assert len(rows) == 3
     report = mats["performance_report"]
     for stage in ("base", "srl", "rlvr"):
         assert 0.0 <= report[f"pass_rate_{stage}"].value <= 1.0

@@ -25,6 +25,9 @@ from srl_assets.config_models import config_from_dataclass
 from srl_assets.assets.trajectories import load_tasks
 from srl_assets.partitions import model_type_partitions
 from srl_assets.prompts import task_prompt, think, trim_lore
+from srl_assets.collaboration.lore_retriever import LoreRetriever, lore_block
+from srl_assets.dynamic_example_generator import DynamicExampleGenerator
+from srl_assets.rlvr.rlvr_tasks import rlvr_tasks
 from srl_assets.rlvr.verifier_reward import task_column
 from srl_assets.training.configs import DPOStageConfig, GRPOStageConfig, PPOConfig
 from srl_assets.training.stages import read_rows
@@ -44,7 +47,7 @@ class BaseModelConfig(dg.Config):
     sft_trajectories: int = Field(default=160, description="Expert trajectories in the warm-start slice.")
     sft_step_fraction: float = Field(default=0.25, description="Step-format examples (SRL's think + one step) "
                                      "added per slice trajectory, so the policy knows the SRL format.")
-    sft_steps: int = Field(default=1000, description="Warm-start SFT steps (0 = none): short on purpose, so "
+    sft_steps: int = Field(default=800, description="Warm-start SFT steps (0 = none): short on purpose, so "
                            "the base passes sometimes and the RL stages have something to improve.")
     sft_lr: float = Field(default=3e-3, description="Warm-start learning rate (~1e-5 for a pretrained model).")
     save_steps: int = Field(default=250, description="Intermediate SFT checkpoint interval (a retried op resumes).")
@@ -66,17 +69,22 @@ class NormalizedRewardsConfig(dg.Config):
 
 
 SRLConfig = config_from_dataclass(GRPOStageConfig, "SRLConfig", defaults={
-    "max_steps": 30, "learning_rate": 5e-5, "max_completion_length": 80, "temperature": 0.7})
+    "max_steps": 20, "learning_rate": 5e-5, "max_completion_length": 80, "temperature": 0.7})
 _GRPOForRLVR = config_from_dataclass(GRPOStageConfig, "RLVRGRPOConfig", defaults={
-    "max_steps": 40, "learning_rate": 2e-4, "beta": 0.05, "max_completion_length": 320, "prompts_per_step": 2,
-    "temperature": 0.7})
-_PPOForRLVR = config_from_dataclass(PPOConfig, "RLVRPPOConfig", defaults={"num_steps": 8, "max_new_tokens": 320})
+    "max_steps": 45, "learning_rate": 4e-4, "warmup_ratio": 0.1, "beta": 0.05, "max_completion_length": 320,
+    "prompts_per_step": 8, "num_generations": 8, "temperature": 0.7, "eval_steps": 15})
+_PPOForRLVR = config_from_dataclass(PPOConfig, "RLVRPPOConfig", defaults={"num_steps": 8, "max_new_tokens": 320,
+                                                                         "save_steps": 4})
 _DPOForRLVR = config_from_dataclass(DPOStageConfig, "RLVRDPOConfig", defaults={"max_steps": 12, "max_new_tokens": 320})
 
 
 class RLVRConfig(dg.Config):
     algorithm: Literal["grpo", "ppo", "dpo"] = Field(default="grpo", description="RLVR algorithm.")
-    max_tasks: int = Field(default=240, description="Training tasks used as RLVR prompts.")
+    n_tasks: int = Field(default=1000, description="Train-split tasks used as RLVR prompts: the stored task_examples, "
+                         "topped up with fresh ones from the DynamicExampleGenerator (RLVR needs only the verifier).")
+    n_validation_tasks: int = Field(default=60, description="Fresh train-split tasks for best-checkpoint selection "
+                                    "(GRPO's eval_steps); never the held-out eval split.")
+    task_seed: int = Field(default=0, description="Seed of the fresh RLVR and validation tasks.")
     grpo: _GRPOForRLVR = Field(default_factory=_GRPOForRLVR)
     ppo: _PPOForRLVR = Field(default_factory=_PPOForRLVR)
     dpo: _DPOForRLVR = Field(default_factory=_DPOForRLVR)
@@ -189,25 +197,37 @@ def srl_checkpoint(context: dg.AssetExecutionContext, config: SRLConfig, duckdb_
     return dg.MaterializeResult(metadata=metadata)
 
 
-@dg.asset(partitions_def=model_type_partitions, deps=["srl_checkpoint", "trajectories"], group_name="training",
+@dg.asset(partitions_def=model_type_partitions, deps=["srl_checkpoint", "task_examples"], group_name="training",
           pool="gpu", kinds={"pytorch"}, retry_policy=TRAINING_RETRY, description="RLVR from the SRL checkpoint: reward = the verifier's "
-          "score on the final spec (GRPO, the project's PPO, or DPO on verifier-ranked pairs).")
+          "score on the final spec (GRPO, the project's PPO, or DPO on verifier-ranked pairs); GRPO publishes the "
+          "step that does best on validation tasks.")
 def rlvr_checkpoint(context: dg.AssetExecutionContext, config: RLVRConfig, duckdb_store: DuckDBStore,
                     rules_resource: RulesResource, checkpoint_store: CheckpointStore, training: TrainingResource,
                     wandb: WandbResource, pipes_subprocess_client: dg.PipesSubprocessClient) -> dg.MaterializeResult:
     model_type = context.partition_key
     srl = latest_checkpoint(duckdb_store, "srl", model_type)
-    trajs = duckdb_store.read("trajectories", model_type).sort_values("task_id").head(config.max_tasks)
-    tasks = {t.task_id: t for t in load_tasks(duckdb_store, model_type, "train")}
-    rows = [{"prompt": task_prompt(r.prompt, trim_lore(r.lore, training.policy_lore_k)), "task": task_column(tasks[r.task_id])}
-            for r in trajs.itertuples()]
+    domain, rules = rules_resource.load(model_type)
+    train_tasks, validation_tasks = rlvr_tasks(load_tasks(duckdb_store, model_type, "train"),
+                                               DynamicExampleGenerator(domain, rules), config.n_tasks,
+                                               config.n_validation_tasks, config.task_seed)
+    retriever = LoreRetriever(rules, k=training.policy_lore_k) if training.policy_lore_k else None
+    rows = [{"prompt": task_prompt(t.prompt, lore_block(retriever.retrieve(t)) if retriever else ""),
+             "task": task_column(t), "role": role}
+            for role, tasks in (("train", train_tasks), ("validation", validation_tasks)) for t in tasks]
     algo_config = {"algorithm": config.algorithm, **getattr(config, config.algorithm).model_dump()}
     summary, child_meta, out_dir, work_dir = run_child(
         context, pipes_subprocess_client, training, wandb, "rlvr", rows, algo_config,
         {"srl": srl["sha256"], "rows": len(rows)}, model_path=fetch_checkpoint(checkpoint_store, training, srl),
         rules_dir=rules_resource.rules_dir)
     info = publish_checkpoint(context, checkpoint_store, duckdb_store, "rlvr", out_dir, summary)
-    metadata = {**child_meta, **checkpoint_metadata(info, summary), "algorithm": config.algorithm, "prompts": len(rows),
+    metadata = {**child_meta, **checkpoint_metadata(info, summary), "algorithm": config.algorithm,
+                "prompts": len(train_tasks), "validation_tasks": len(validation_tasks),
                 "reward_curve": reward_curve(summary, "verifier_score", work_dir, f"RLVR verifier score ({model_type})")}
+    if summary.get("validation"):
+        table = "\n".join(f"| {p['step']} | {p['pass_rate']:.3f} | {p['score']:.3f} |" for p in summary["validation"])
+        metadata["selected_step"] = summary["selected_step"]
+        metadata["validation"] = dg.MetadataValue.md(
+            f"Greedy pass rate on {len(validation_tasks)} validation tasks; step 0 is the SRL start, "
+            f"step {summary['selected_step']} is published.\n\n| step | pass rate | mean score |\n|---:|---:|---:|\n{table}")
     training.clean(work_dir)
     return dg.MaterializeResult(metadata=metadata)

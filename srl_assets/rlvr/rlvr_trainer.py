@@ -8,7 +8,7 @@ sampled from the SRL policy). Each takes the same inputs and returns the same su
 from __future__ import annotations
 
 import copy
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -20,6 +20,7 @@ from srl_assets.models.tiny import load_model, save_model
 from srl_assets.prompts import strip_think
 from srl_assets.registry import Registry
 from srl_assets.reward_normalizer import make_normalizer
+from srl_assets.rlvr.checkpoint_selection import BestCheckpointSelector
 from srl_assets.rlvr.dpo_trainer import DPOStageConfig, build_preference_pairs, sample_and_rank, train_dpo
 from srl_assets.rlvr.ppo_trainer import PPOConfig, PPOTrainer
 from srl_assets.rlvr.verifier_reward import make_verifier_reward_fn, parse_task_column
@@ -38,6 +39,8 @@ class RLVRInputs:
     report_to: list[str]
     on_log: Callable[[dict], None] | None = None
     run_name: str = "rlvr"
+    # Held-out validation tasks ({"prompt", "task"}) for best-checkpoint selection (GRPO's eval_steps).
+    validation: list[dict[str, str]] = field(default_factory=list)
 
 
 ALGORITHMS: Registry[Callable[[RLVRInputs, dict[str, Any]], dict[str, Any]]] = Registry("RLVR algorithm")
@@ -68,12 +71,23 @@ def _grpo(inputs: RLVRInputs, config: dict[str, Any]) -> dict[str, Any]:
                           args=cfg.trl_config(inputs.work_dir / "trainer", inputs.report_to, inputs.run_name),
                           train_dataset=Dataset.from_list(inputs.rows), callbacks=[metrics_cb, kl_cb])
     kl_cb.trainer = trainer
+    selector = None
+    if cfg.eval_steps:
+        if not inputs.validation:
+            raise ValueError("eval_steps > 0 needs validation tasks (RLVRInputs.validation is empty)")
+        selector = BestCheckpointSelector([r["prompt"] for r in inputs.validation],
+                                          [parse_task_column(r["task"]) for r in inputs.validation],
+                                          inputs.verifier, tokenizer, cfg.eval_steps, inputs.work_dir / "best",
+                                          max_new_tokens=cfg.max_completion_length)
+        trainer.add_callback(selector)
     resumed_from = resume_point(inputs.work_dir / "trainer")
     trainer.train(resume_from_checkpoint=resumed_from)
+    if selector is not None:
+        selector.restore_best(trainer.model)
     save_model(trainer.model, tokenizer, inputs.out_dir)
     return {"config": asdict(cfg), "resumed_from": resumed_from, "steps": trainer.state.global_step,
             "log": metrics_cb.logs, "kl_history": kl_cb.history, "raw_reward_history": reward.raw_history,
-            "normalizer_stats": reward.normalizer.stats()}
+            "normalizer_stats": reward.normalizer.stats(), **(selector.summary() if selector else {})}
 
 
 @register_algorithm("ppo")

@@ -34,6 +34,9 @@ class SRLTrainer:
         if not rows:
             raise ValueError("SRL needs at least one step prompt (did dynamic sampling drop them all?)")
         cfg = self.config
+        if cfg.eval_steps:
+            raise ValueError("eval_steps is RLVR's checkpoint selection on whole tasks; SRL prompts are "
+                             "single steps: leave it at 0")
         model, tokenizer = load_model(model_path)
         reward = NormalizedReward(make_step_reward_fn(), make_normalizer(cfg.normalizer),
                                   cfg.num_generations, "step_reward")

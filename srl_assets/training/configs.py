@@ -19,10 +19,17 @@ class GRPOStageConfig:
     max_steps: int = field(default=20, metadata={"help": "Optimizer steps. The paper trains up to 30 epochs at 7B."})
     learning_rate: float = field(default=2e-4, metadata={"help": "The paper uses 5e-7 at 7B; a 2M-parameter model "
                                                                    "trained from scratch needs far more."})
+    warmup_ratio: float = field(default=0.0, metadata={"help": "Fraction of steps with a linear learning-rate "
+                                                               "warmup: Adam's first updates are ~lr * sign(grad) "
+                                                               "whatever the gradient's size, which noisy RL "
+                                                               "gradients turn into a random jolt."})
     prompts_per_step: int = field(default=4, metadata={"help": "Distinct prompts per step (paper: 512 SRL, 128 GRPO)."})
     num_generations: int = field(default=4, metadata={"help": "Rollouts per prompt (paper: 8)."})
     max_completion_length: int = field(default=96, metadata={"help": "Tokens a rollout may write."})
     temperature: float = field(default=1.0, metadata={"help": "Sampling temperature of rollouts (paper: 1.0)."})
+    top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling of rollouts (1.0 = the full distribution)."})
+    num_iterations: int = field(default=1, metadata={"help": "Optimizer steps per batch of rollouts (GRPO's mu; "
+                                                             "> 1 reuses samples with PPO's clipped ratio)."})
     beta: float = field(default=0.0, metadata={"help": "Initial KL coefficient (paper: 0). Must be > 0 for 'adaptive'."})
     kl_controller: str = field(default="fixed", metadata={"help": "'fixed' or 'adaptive' (Ziegler et al. 2019)."})
     kl_target: float = field(default=0.05, metadata={"help": "Adaptive KL: target per-token KL."})
@@ -30,10 +37,15 @@ class GRPOStageConfig:
     normalizer: str = field(default="group", metadata={"help": "RewardNormalizer: group | batch | running | none."})
     max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient-norm clip (paper: 1.0)."})
     save_steps: int = field(default=10, metadata={"help": "Intermediate checkpoint interval (for resume)."})
+    eval_steps: int = field(default=0, metadata={"help": "RLVR only: every eval_steps steps, greedy-decode the "
+                                                          "validation tasks and publish the best step's weights "
+                                                          "(the paper's checkpoint selection); 0 = the last step."})
     seed: int = field(default=0, metadata={"help": "Seed of sampling and data order."})
 
     def __post_init__(self) -> None:
-        for name in ("max_steps", "prompts_per_step", "save_steps", "max_completion_length"):
+        if self.eval_steps < 0:
+            raise ValueError(f"eval_steps must be >= 0, got {self.eval_steps}")
+        for name in ("max_steps", "prompts_per_step", "save_steps", "max_completion_length", "num_iterations"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.num_generations < 2:
@@ -44,6 +56,10 @@ class GRPOStageConfig:
             raise ValueError("kl_controller 'adaptive' needs beta > 0 (a reference model)")
         if self.learning_rate <= 0 or self.temperature <= 0:
             raise ValueError("learning_rate and temperature must be > 0")
+        if not 0 <= self.warmup_ratio < 1:
+            raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
         make_kl_controller(self.kl_controller, self.beta or 1.0, self.kl_target, self.kl_horizon)
 
     @classmethod
@@ -68,10 +84,11 @@ class GRPOStageConfig:
         return GRPOConfig(
             output_dir=str(output_dir), run_name=run_name,
             max_steps=self.max_steps, learning_rate=self.learning_rate,
+            warmup_steps=round(self.warmup_ratio * self.max_steps),
             per_device_train_batch_size=self.prompts_per_step * self.num_generations,
             gradient_accumulation_steps=1,
             num_generations=self.num_generations, max_completion_length=self.max_completion_length,
-            temperature=self.temperature, top_k=0, top_p=1.0,
+            temperature=self.temperature, top_k=0, top_p=self.top_p, num_iterations=self.num_iterations,
             beta=self.beta, scale_rewards="none",  # the RewardNormalizer scales (see module docstring)
             max_grad_norm=self.max_grad_norm, seed=self.seed, data_seed=self.seed,
             use_cpu=device == "cpu", bf16=dtype == torch.bfloat16,

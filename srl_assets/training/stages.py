@@ -155,7 +155,11 @@ def rlvr_stage(spec: dict[str, Any], report: Reporter) -> dict[str, Any]:
 
     config = dict(spec["config"])
     algorithm = config.pop("algorithm", "grpo")
-    inputs = RLVRInputs(model_path=spec["model_path"], rows=read_rows(spec["data"]), verifier=_verifier(spec),
+    # Rows: {"prompt", "task", "role"}; role "validation" marks held-out tasks for checkpoint selection.
+    rows = read_rows(spec["data"])
+    train = [{"prompt": r["prompt"], "task": r["task"]} for r in rows if r.get("role", "train") == "train"]
+    validation = [{"prompt": r["prompt"], "task": r["task"]} for r in rows if r.get("role") == "validation"]
+    inputs = RLVRInputs(model_path=spec["model_path"], rows=train, validation=validation, verifier=_verifier(spec),
                         work_dir=Path(spec["work_dir"]), out_dir=Path(spec["out_dir"]),
                         report_to=spec.get("report_to", []), on_log=report,
                         run_name=f"rlvr-{algorithm}-{spec['model_type']}")
