@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from srl_assets.collaboration.verifier import Verdict
-from srl_assets.rlvr import checkpoint_selection
+from srl_assets.performance import evaluation
 from srl_assets.rlvr.checkpoint_selection import BestCheckpointSelector
 
 
@@ -24,12 +24,19 @@ class ScriptedVerifier:
 def scripted(monkeypatch):
     """Each validation pass decodes the next list of outputs."""
     script: list[list[str]] = []
-    monkeypatch.setattr(checkpoint_selection, "generate", lambda model, tok, prompts, **kw: script.pop(0))
+    monkeypatch.setattr(evaluation, "generate", lambda model, tok, prompts, **kw: script.pop(0))
     return script
 
 
+TASKS = [SimpleNamespace(task_id=f"t{i}", skills=()) for i in (1, 2)]
+
+
+def whitespace_tokenizer(text, add_special_tokens=False):
+    return {"input_ids": text.split()}
+
+
 def make(tmp_path, eval_steps=2):
-    return BestCheckpointSelector(["p1", "p2"], [None, None], ScriptedVerifier(), tokenizer=None,
+    return BestCheckpointSelector(["p1", "p2"], TASKS, ScriptedVerifier(), tokenizer=whitespace_tokenizer,
                                   eval_steps=eval_steps, best_dir=tmp_path / "best")
 
 

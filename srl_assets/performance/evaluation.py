@@ -15,6 +15,12 @@ def evaluate_checkpoint(candidate: str, model_path: str, tasks: list[Task], prom
                         verifier: Verifier, max_new_tokens: int = 320, batch_size: int = 16) -> list[EvalRecord]:
     """One record per task. Latency is the batch's wall time shared evenly by its tasks."""
     model, tokenizer = load_model(model_path)
+    return evaluate_model(candidate, model, tokenizer, tasks, prompts, verifier, max_new_tokens, batch_size)
+
+
+def evaluate_model(candidate: str, model, tokenizer, tasks: list[Task], prompts: list[str], verifier: Verifier,
+                   max_new_tokens: int = 320, batch_size: int = 16) -> list[EvalRecord]:
+    """``evaluate_checkpoint`` on a model already in memory (e.g. mid-training, for checkpoint selection)."""
     records: list[EvalRecord] = []
     for start in range(0, len(tasks), batch_size):
         batch_tasks, batch_prompts = tasks[start:start + batch_size], prompts[start:start + batch_size]

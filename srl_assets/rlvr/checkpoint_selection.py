@@ -27,8 +27,7 @@ from transformers import TrainerCallback
 
 from srl_assets.collaboration.verifier import Verifier
 from srl_assets.dynamic_example_generator import Task
-from srl_assets.models.tiny import generate
-from srl_assets.prompts import strip_think
+from srl_assets.performance.evaluation import evaluate_model
 
 
 @dataclass
@@ -93,11 +92,10 @@ class BestCheckpointSelector(TrainerCallback):
     # -- validation -----------------------------------------------------------------------------
 
     def evaluate(self, model, step: int) -> ValidationPoint:
-        outputs = generate(model, self.tokenizer, self.prompts, max_new_tokens=self.max_new_tokens,
-                           temperature=0.0, batch_size=self.batch_size)
-        verdicts = [self.verifier.verify_trajectory(t, strip_think(o)) for t, o in zip(self.tasks, outputs, strict=True)]
-        point = ValidationPoint(step=step, pass_rate=sum(v.passed for v in verdicts) / len(verdicts),
-                                score=sum(v.score for v in verdicts) / len(verdicts))
+        records = evaluate_model("validation", model, self.tokenizer, self.tasks, self.prompts, self.verifier,
+                                 self.max_new_tokens, self.batch_size)
+        point = ValidationPoint(step=step, pass_rate=sum(r.passed for r in records) / len(records),
+                                score=sum(r.score for r in records) / len(records))
         self.history = [p for p in self.history if p.step != step] + [point]
         return point
 
