@@ -1,0 +1,88 @@
+"""How much RLVR does the embedded tiny default need to beat its base model?
+
+Runs the RLVR stage (the same child-process stage the `rlvr_checkpoint` asset runs) from the base
+checkpoint that `make demo` published for one model type, on fresh train-split tasks, then greedy-
+evaluates the base and the RLVR model on the same fresh held-out tasks. Not a test: minutes per run.
+
+    make demo   # once: publishes base checkpoints under .dagster_home
+    .venv/bin/python benchmarks/rlvr_budget.py plant --steps 100 --lr 4e-4
+    .venv/bin/python benchmarks/rlvr_budget.py tree --steps 32 --lr 3e-4 --n-eval 200
+
+Its last three lines are JSON: base and RLVR (pass rate, mean score on the held-out tasks), then the
+RLVR stage's steps, samples and wall time (TRL's per-step log lines come before them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+from resources.duckdb_store import DuckDBStore
+from srl_assets.assets.trajectories import load_tasks
+from srl_assets.domains import get_domain
+from srl_assets.dynamic_example_generator import DynamicExampleGenerator
+from srl_assets.prompts import task_prompt
+from srl_assets.rlvr.rlvr_tasks import rlvr_tasks
+from srl_assets.rlvr.verifier_reward import task_column
+from srl_assets.rules_integration import RulesIntegration
+from srl_assets.settings import duckdb_path
+from srl_assets.training.stages import read_rows, run_stage, write_rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model_type")
+    parser.add_argument("--steps", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=3e-4)
+    parser.add_argument("--prompts-per-step", type=int, default=8)
+    parser.add_argument("--num-generations", type=int, default=8)
+    parser.add_argument("--n-tasks", type=int, default=1000)
+    parser.add_argument("--n-eval", type=int, default=200, help="fresh held-out (eval-split) tasks")
+    parser.add_argument("--eval-seed", type=int, default=12345)
+    args = parser.parse_args()
+
+    mt = args.model_type
+    store = DuckDBStore(database=duckdb_path())
+    catalog = store.read("checkpoints", mt, "stage = ?", ["base"]).sort_values("created_at")
+    if catalog.empty:
+        raise SystemExit(f"no base checkpoint for {mt}: run `make demo` first")
+    base = catalog.uri.iloc[-1].removeprefix("file://")
+    rules = RulesIntegration().load(mt)
+    generator = DynamicExampleGenerator(get_domain(mt), rules)
+    train, _ = rlvr_tasks(load_tasks(store, mt, "train"), generator, args.n_tasks, 0, seed=0)
+    held_out = generator.generate(args.n_eval, "eval", args.eval_seed)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        def stage(name: str, rows: list[dict], config: dict, model_path: str | None) -> dict:
+            folder = Path(tmp) / name
+            folder.mkdir()
+            write_rows(folder / "in.jsonl", rows)
+            spec = {"stage": name, "model_type": mt, "rules_dir": None, "work_dir": str(folder / "work"),
+                    "out_dir": str(folder / "out"), "data": str(folder / "in.jsonl"), "config": config,
+                    "model_path": model_path, "report_to": []}
+            return {**run_stage(spec, lambda row: None), "out_dir": spec["out_dir"]}
+
+        t0 = time.perf_counter()
+        rlvr = stage("rlvr", [{"prompt": task_prompt(t.prompt, ""), "task": task_column(t)} for t in train],
+                     {"algorithm": "grpo", "max_steps": args.steps, "learning_rate": args.lr, "warmup_ratio": 0.1,
+                      "prompts_per_step": args.prompts_per_step, "num_generations": args.num_generations,
+                      "temperature": 0.7, "beta": 0.05, "max_completion_length": 320,
+                      "save_steps": args.steps}, base)
+        seconds = time.perf_counter() - t0
+        found = stage("evaluate", [{"task": t.to_row(), "prompt": task_prompt(t.prompt, "")} for t in held_out],
+                      {"candidates": {"base": base, "rlvr": rlvr["out_dir"]}}, None)
+        records = read_rows(Path(found["out_dir"]) / "records.jsonl")
+    for candidate in ("base", "rlvr"):
+        mine = [r for r in records if r["candidate"] == candidate]
+        print(json.dumps({"model_type": mt, "candidate": candidate, "n": len(mine),
+                          "pass_rate": round(sum(r["passed"] for r in mine) / len(mine), 3),
+                          "mean_score": round(sum(r["score"] for r in mine) / len(mine), 3)}))
+    print(json.dumps({"rlvr_steps": args.steps, "samples": args.steps * args.prompts_per_step * args.num_generations,
+                      "rlvr_seconds": round(seconds)}))
+
+
+if __name__ == "__main__":
+    main()
