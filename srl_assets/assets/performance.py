@@ -21,13 +21,12 @@ from resources.training import TrainingResource
 from resources.wandb_resource import WandbResource
 from srl_assets.assets.task_examples import run_seed
 from srl_assets.assets.training_support import CHECKPOINTS_TABLE, fetch_checkpoint, png_markdown, run_child
-from srl_assets.collaboration.lore_retriever import LoreRetriever, lore_block
+from srl_assets.collaboration.lore_retriever import policy_prompts
 from srl_assets.dynamic_example_generator import DynamicExampleGenerator
 from srl_assets.partitions import model_type_partitions
 from srl_assets.performance.performance_tracker import (EvalRecord, PerformanceTracker, SkillStat, markdown_table,
                                                         per_skill_rows, plot_pass_rates, report_rows)
 from srl_assets.performance.weakness_detector import WeaknessDetector
-from srl_assets.prompts import task_prompt
 from srl_assets.selection.dynamic_model_selector import (Candidate, DynamicModelSelector, SelectionWeights,
                                                          markdown_table as selection_table)
 from srl_assets.training.stages import read_rows
@@ -63,10 +62,8 @@ def performance_report(context: dg.AssetExecutionContext, config: PerformanceRep
     domain, rules = rules_resource.load(model_type)
     seed = config.seed if config.seed is not None else run_seed(context.run.run_id)
     tasks = DynamicExampleGenerator(domain, rules).generate(config.n_eval_tasks, "eval", seed)
-    lore_k = training.policy_lore_k
-    retriever = LoreRetriever(rules, k=lore_k) if lore_k else None
-    rows = [{"task": t.to_row(), "prompt": task_prompt(t.prompt, lore_block(retriever.retrieve(t)) if retriever else "")}
-            for t in tasks]
+    rows = [{"task": t.to_row(), "prompt": prompt}
+            for t, prompt in zip(tasks, policy_prompts(tasks, rules, training.policy_lore_k), strict=True)]
     checkpoints = _latest_checkpoints(duckdb_store, model_type)
     candidates = {stage: fetch_checkpoint(checkpoint_store, training, row) for stage, row in checkpoints.items()}
     _, child_meta, out_dir, work_dir = run_child(

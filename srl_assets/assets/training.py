@@ -25,7 +25,7 @@ from srl_assets.config_models import config_from_dataclass
 from srl_assets.assets.trajectories import load_tasks
 from srl_assets.partitions import model_type_partitions
 from srl_assets.prompts import task_prompt, think, trim_lore
-from srl_assets.collaboration.lore_retriever import LoreRetriever, lore_block
+from srl_assets.collaboration.lore_retriever import policy_prompts
 from srl_assets.dynamic_example_generator import DynamicExampleGenerator
 from srl_assets.rlvr.rlvr_tasks import rlvr_tasks
 from srl_assets.rlvr.verifier_reward import task_column
@@ -210,10 +210,9 @@ def rlvr_checkpoint(context: dg.AssetExecutionContext, config: RLVRConfig, duckd
     train_tasks, validation_tasks = rlvr_tasks(load_tasks(duckdb_store, model_type, "train"),
                                                DynamicExampleGenerator(domain, rules), config.n_tasks,
                                                config.n_validation_tasks, config.task_seed)
-    retriever = LoreRetriever(rules, k=training.policy_lore_k) if training.policy_lore_k else None
-    rows = [{"prompt": task_prompt(t.prompt, lore_block(retriever.retrieve(t)) if retriever else ""),
-             "task": task_column(t), "role": role}
-            for role, tasks in (("train", train_tasks), ("validation", validation_tasks)) for t in tasks]
+    rows = [{"prompt": prompt, "task": task_column(t), "role": role}
+            for role, tasks in (("train", train_tasks), ("validation", validation_tasks))
+            for t, prompt in zip(tasks, policy_prompts(tasks, rules, training.policy_lore_k), strict=True)]
     algo_config = {"algorithm": config.algorithm, **getattr(config, config.algorithm).model_dump()}
     summary, child_meta, out_dir, work_dir = run_child(
         context, pipes_subprocess_client, training, wandb, "rlvr", rows, algo_config,

@@ -15,6 +15,7 @@ from rank_bm25 import BM25Okapi
 
 from srl_assets.domains.base import Rules
 from srl_assets.dynamic_example_generator import Task
+from srl_assets.prompts import task_prompt
 
 TOKEN_RE = re.compile(r"[a-z0-9]+")
 
@@ -65,6 +66,12 @@ def _flatten(value) -> list:
 def lore_block(passages: list[RetrievedPassage]) -> str:
     """How retrieved lore appears in prompts: one line per passage with its rule id."""
     return "\n".join(f"[{p.rule_id}] {p.text}" for p in passages)
+
+
+def policy_prompts(tasks: list[Task], rules: Rules, lore_k: int) -> list[str]:
+    """The prompts the policy sees: each task with its ``lore_k`` best lore passages (none when 0)."""
+    retriever = LoreRetriever(rules, k=lore_k) if lore_k else None
+    return [task_prompt(t.prompt, lore_block(retriever.retrieve(t)) if retriever else "") for t in tasks]
 
 
 def passages_json(passages: list[RetrievedPassage]) -> str:

@@ -20,7 +20,6 @@ import json
 import math
 import os
 import random
-import re
 import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
@@ -31,6 +30,7 @@ import torch
 from torch import nn
 
 from srl_assets.kl_controller import KLController, make_kl_controller
+from srl_assets.training.checkpoint_folders import CHECKPOINT_NAME, numbered_checkpoints
 from srl_assets.training.configs import PPOConfig  # noqa: F401  (re-exported: the trainer's config)
 
 if TYPE_CHECKING:
@@ -178,7 +178,6 @@ def entropy_from_logits(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tenso
 
 CHECKPOINT_MARKER = "COMPLETE"
 CHECKPOINTS_KEPT = 2
-_CHECKPOINT_NAME = re.compile(r"^checkpoint-(\d+)$")
 _VALUE_HEAD, _OPTIMIZER, _RNG = "value_head.pt", "optimizer.pt", "rng_state.pt"
 _STATE = "trainer_state.json"
 # Fields that may differ between the run that wrote a checkpoint and the run resuming from it.
@@ -191,15 +190,7 @@ def complete_checkpoints(folder: str | Path) -> list[tuple[int, Path]]:
     A folder counts only with its completion marker: one without it (cut short, or copied in by
     hand) is never resumed from.
     """
-    folder = Path(folder)
-    if not folder.is_dir():
-        return []
-    found = []
-    for path in folder.iterdir():
-        match = _CHECKPOINT_NAME.match(path.name)
-        if match and path.is_dir() and (path / CHECKPOINT_MARKER).is_file():
-            found.append((int(match.group(1)), path))
-    return sorted(found)
+    return numbered_checkpoints(folder, lambda path: (path / CHECKPOINT_MARKER).is_file())
 
 
 def latest_checkpoint(folder: str | Path) -> Path | None:
@@ -476,7 +467,7 @@ class PPOTrainer:
         """Keep the newest `CHECKPOINTS_KEPT` complete checkpoints; drop every other one."""
         keep = {path for _, path in complete_checkpoints(folder)[-CHECKPOINTS_KEPT:]}
         for path in folder.iterdir():
-            ours = _CHECKPOINT_NAME.match(path.name) or (
+            ours = CHECKPOINT_NAME.match(path.name) or (
                 path.name.startswith(".checkpoint-") and path.name.endswith(".tmp")
             )
             if ours and path.is_dir() and path not in keep:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import statistics
 from pathlib import Path
 from typing import Any, Callable
@@ -26,6 +25,7 @@ from transformers.trainer_callback import ExportableState
 
 from srl_assets.kl_controller import KLController
 from srl_assets.reward_normalizer import RewardNormalizer
+from srl_assets.training.checkpoint_folders import numbered_checkpoints
 
 
 class NormalizedReward:
@@ -119,7 +119,12 @@ class MetricsCallback(TrainerCallback):
         return control
 
 
-_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+def _trainer_state_readable(path: Path) -> bool:
+    try:
+        json.loads((path / "trainer_state.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return True
 
 
 def resume_point(output_dir: Path) -> str | None:
@@ -129,15 +134,5 @@ def resume_point(output_dir: Path) -> str | None:
     killed while saving leaves a folder without it (or with it cut short): such a folder does not
     count, and the run resumes from the checkpoint before it.
     """
-    output_dir = Path(output_dir)
-    if not output_dir.is_dir():
-        return None
-    steps = sorted(((int(m.group(1)), p) for p in output_dir.iterdir()
-                    if p.is_dir() and (m := _CHECKPOINT.match(p.name))), reverse=True)
-    for _, path in steps:
-        try:
-            json.loads((path / "trainer_state.json").read_text())
-        except (OSError, ValueError):
-            continue
-        return str(path)
-    return None
+    found = numbered_checkpoints(output_dir, _trainer_state_readable)
+    return str(found[-1][1]) if found else None
