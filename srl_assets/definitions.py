@@ -8,6 +8,7 @@ from resources.rules import RulesResource
 from resources.teacher import TeacherResource
 from resources.training import TrainingResource
 from resources.wandb_resource import WandbResource
+from srl_assets import dagster_fixes  # noqa: F401  (runs waiting for a pool slot sleep instead of spinning)
 from srl_assets import settings
 from sensors.rules_sensor import build_rules_change_sensor
 from sensors.weakness_sensor import build_weakness_sensor
