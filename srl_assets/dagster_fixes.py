@@ -20,6 +20,7 @@ patch unnecessary; the test suite checks both.
 from __future__ import annotations
 
 import time
+import warnings
 
 from dagster._core.execution.plan.instance_concurrency_context import InstanceConcurrencyContext
 
@@ -41,5 +42,11 @@ def is_fixed_upstream() -> bool:
     return _UPSTREAM(probe) > 0
 
 
-if not is_fixed_upstream():
+try:
+    _needed = not is_fixed_upstream()
+except AttributeError as exc:  # a Dagster whose class no longer looks like 1.13's: leave it alone
+    _needed = False
+    warnings.warn(f"srl_assets.dagster_fixes: Dagster's InstanceConcurrencyContext changed ({exc}); "
+                  "pool waits are left as Dagster does them", stacklevel=1)
+if _needed:
     InstanceConcurrencyContext.interval_to_next_pending_claim_check = interval_to_next_pending_claim_check
