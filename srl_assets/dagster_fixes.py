@@ -6,8 +6,9 @@ the runs wait for the slot. Each run executes its steps in one process, and Dags
 in-process executor asks ``InstanceConcurrencyContext.interval_to_next_pending_claim_check()`` how
 long to sleep before it asks the pool again; that method returns ``min([0, *seconds_left])``, which
 is never positive, so the waiting run never sleeps: it polls in a tight loop and takes a whole core
-from the training op it is waiting for (measured on this 2-core machine: a run that waited 4 s for
-the slot used 4.8 s of CPU; six waiting runs take both cores). Dagster's own back-off (1 s, growing
+from the training op it is waiting for (measured on this 2-core machine: a run that waited 4.9 s for
+the slot used 4.8 s of CPU; five waiting runs beside two training children held each child to
+about a third of a core). Dagster's own back-off (1 s, growing
 by 10 % per check up to 15 s) is already computed per waiting step; the method only has to return
 the time left until the earliest of those checks. Upstream saw it (dagster-io/dagster PR #20367,
 closed without merging); 1.13.27 still has it.
