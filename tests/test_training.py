@@ -189,3 +189,40 @@ def test_killed_warm_start_resumes_from_its_checkpoint(tmp_path, plant_data):
     assert summary["sft"]["steps"] == 150
     assert _resumed_step(summary["resumed_from"]) >= 5
     _reloads_and_generates(spec["out_dir"])
+
+
+def test_micro_batches_give_the_same_update_as_one_pass(tmp_path, base_path, plant_data):
+    """micro_batch_size only splits the step's rollouts into gradient-accumulated passes (how a real
+    model's 64+ rollouts fit in GPU memory): same seed, same rollouts, so the same weights."""
+    import torch
+    from datasets import Dataset
+    from trl import GRPOTrainer
+
+    from srl_assets.training.configs import GRPOStageConfig
+
+    def length_reward(prompts, completions, **kwargs):  # varies within every group, unlike an untrained verifier
+        return [float(len(c)) / 100 for c in completions]
+
+    weights = {}
+    for micro in (0, 2):
+        model, tokenizer = load_model(base_path)
+        cfg = GRPOStageConfig(**{**GRPO_TINY, "max_steps": 1, "micro_batch_size": micro})
+        trainer = GRPOTrainer(model=model, reward_funcs=[length_reward], processing_class=tokenizer,
+                              args=cfg.trl_config(tmp_path / f"micro{micro}", [], "micro"),
+                              train_dataset=Dataset.from_list(_rlvr_rows(plant_data)))
+        trainer.train()
+        weights[micro] = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
+    base = load_model(base_path)[0].state_dict()
+    assert any(not torch.equal(weights[0][k], base[k]) for k in base)  # the step did move the weights
+    for k in base:
+        torch.testing.assert_close(weights[2][k], weights[0][k], rtol=1e-4, atol=1e-6)
+
+
+def test_micro_batch_size_must_divide_the_rollouts(tmp_path):
+    from srl_assets.training.configs import GRPOStageConfig
+
+    with pytest.raises(ValueError, match=r"micro_batch_size must be 0 or divide .*\(12\), got 5"):
+        GRPOStageConfig(prompts_per_step=3, num_generations=4, micro_batch_size=5)
+    args = GRPOStageConfig(prompts_per_step=3, num_generations=4, micro_batch_size=6).trl_config(
+        tmp_path, [], "x")
+    assert (args.per_device_train_batch_size, args.gradient_accumulation_steps, args.generation_batch_size) == (6, 2, 12)

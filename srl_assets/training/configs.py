@@ -28,6 +28,12 @@ class GRPOStageConfig:
     max_completion_length: int = field(default=96, metadata={"help": "Tokens a rollout may write."})
     temperature: float = field(default=1.0, metadata={"help": "Sampling temperature of rollouts (paper: 1.0)."})
     top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling of rollouts (1.0 = the full distribution)."})
+    micro_batch_size: int = field(default=0, metadata={"help": "Rollouts per forward/backward pass; the step's "
+                                                               "prompts_per_step * num_generations rollouts are "
+                                                               "generated at once and their gradients accumulated "
+                                                               "over micro-batches of this size (0 = one pass). "
+                                                               "On CPU small passes stay in cache: 8 is ~2x faster "
+                                                               "per rollout than 64."})
     num_iterations: int = field(default=1, metadata={"help": "Optimizer steps per batch of rollouts (GRPO's mu; "
                                                              "> 1 reuses samples with PPO's clipped ratio)."})
     beta: float = field(default=0.0, metadata={"help": "Initial KL coefficient (paper: 0). Must be > 0 for 'adaptive'."})
@@ -48,6 +54,10 @@ class GRPOStageConfig:
         for name in ("max_steps", "prompts_per_step", "save_steps", "max_completion_length", "num_iterations"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        rollouts = self.prompts_per_step * self.num_generations
+        if self.micro_batch_size < 0 or (self.micro_batch_size and rollouts % self.micro_batch_size):
+            raise ValueError(f"micro_batch_size must be 0 or divide prompts_per_step * num_generations "
+                             f"({rollouts}), got {self.micro_batch_size}")
         if self.num_generations < 2:
             raise ValueError(f"num_generations must be >= 2 (GRPO compares rollouts), got {self.num_generations}")
         if self.normalizer not in normalizer_names():
@@ -81,12 +91,13 @@ class GRPOStageConfig:
         from srl_assets.models.tiny import pick_device
 
         device, dtype = pick_device()
+        rollouts = self.prompts_per_step * self.num_generations
         return GRPOConfig(
             output_dir=str(output_dir), run_name=run_name,
             max_steps=self.max_steps, learning_rate=self.learning_rate,
             warmup_steps=round(self.warmup_ratio * self.max_steps),
-            per_device_train_batch_size=self.prompts_per_step * self.num_generations,
-            gradient_accumulation_steps=1,
+            per_device_train_batch_size=self.micro_batch_size or rollouts,
+            gradient_accumulation_steps=rollouts // (self.micro_batch_size or rollouts),
             num_generations=self.num_generations, max_completion_length=self.max_completion_length,
             temperature=self.temperature, top_k=0, top_p=self.top_p, num_iterations=self.num_iterations,
             beta=self.beta, scale_rewards="none",  # the RewardNormalizer scales (see module docstring)

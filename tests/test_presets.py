@@ -1,0 +1,41 @@
+"""Every run-config preset in configs/ is valid for the main job, so a typo fails here, not hours into a run."""
+
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import yaml
+
+from srl_assets.definitions import defs
+
+PRESETS = sorted((Path(__file__).parent.parent / "configs").glob("*.yaml"))
+
+
+def test_there_are_presets():
+    assert {p.name for p in PRESETS} >= {"demo.yaml", "cpu_long.yaml", "gpu_qwen.yaml"}
+
+
+@pytest.mark.parametrize("preset", PRESETS, ids=lambda p: p.name)
+def test_preset_is_valid_run_config(preset):
+    job = defs.resolve_job_def("srl_pipeline")
+    dg.validate_run_config(job, yaml.safe_load(preset.read_text()) or {})
+
+
+def test_a_misspelt_field_is_refused():
+    job = defs.resolve_job_def("srl_pipeline")
+    bad = {"ops": {"rlvr_checkpoint": {"config": {"grpo": {"micro_batchsize": 8}}}}}
+    with pytest.raises(dg.DagsterInvalidConfigError, match="micro_batchsize"):
+        dg.validate_run_config(job, bad)
+
+
+@pytest.mark.parametrize("preset", PRESETS, ids=lambda p: p.name)
+def test_preset_passes_the_trainers_own_checks(preset):
+    """The schema says nothing of e.g. micro_batch_size dividing the rollouts: the trainers' configs do."""
+    from srl_assets.assets.training import RLVRConfig, SRLConfig
+    from srl_assets.training.configs import GRPOStageConfig
+
+    ops = (yaml.safe_load(preset.read_text()) or {}).get("ops", {})
+    srl = SRLConfig(**ops.get("srl_checkpoint", {}).get("config", {}))
+    rlvr = RLVRConfig(**ops.get("rlvr_checkpoint", {}).get("config", {}))
+    GRPOStageConfig.from_dict(srl.model_dump())
+    GRPOStageConfig.from_dict(rlvr.grpo.model_dump())
