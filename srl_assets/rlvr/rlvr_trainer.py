@@ -66,7 +66,7 @@ def _grpo(inputs: RLVRInputs, config: dict[str, Any]) -> dict[str, Any]:
     reward = NormalizedReward(make_verifier_reward_fn(inputs.verifier), make_normalizer(cfg.normalizer),
                               cfg.num_generations, "verifier_score")
     metrics_cb = MetricsCallback(inputs.on_log)
-    kl_cb = AdaptiveKLCallback(cfg.make_kl_controller(), cfg.prompts_per_step * cfg.num_generations)
+    kl_cb = AdaptiveKLCallback(cfg.make_kl_controller(), cfg.rollouts_per_step)
     trainer = GRPOTrainer(model=model, reward_funcs=[reward], processing_class=tokenizer,
                           args=cfg.trl_config(inputs.work_dir / "trainer", inputs.report_to, inputs.run_name),
                           train_dataset=Dataset.from_list(inputs.rows), callbacks=[metrics_cb, kl_cb])

@@ -41,7 +41,7 @@ class SRLTrainer:
         reward = NormalizedReward(make_step_reward_fn(), make_normalizer(cfg.normalizer),
                                   cfg.num_generations, "step_reward")
         metrics_cb = MetricsCallback(on_log)
-        kl_cb = AdaptiveKLCallback(cfg.make_kl_controller(), cfg.prompts_per_step * cfg.num_generations)
+        kl_cb = AdaptiveKLCallback(cfg.make_kl_controller(), cfg.rollouts_per_step)
         trainer = GRPOTrainer(
             model=model, reward_funcs=[reward], processing_class=tokenizer,
             args=cfg.trl_config(work_dir / "trainer", report_to or [], run_name),
