@@ -12,7 +12,7 @@ PRESETS = sorted((Path(__file__).parent.parent / "configs").glob("*.yaml"))
 
 
 def test_there_are_presets():
-    assert {p.name for p in PRESETS} >= {"demo.yaml", "cpu_long.yaml", "gpu_qwen.yaml"}
+    assert {p.name for p in PRESETS} >= {"demo.yaml", "demo_rlvr100.yaml", "cpu_long.yaml", "gpu_qwen.yaml"}
 
 
 @pytest.mark.parametrize("preset", PRESETS, ids=lambda p: p.name)
