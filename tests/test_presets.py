@@ -11,18 +11,25 @@ from srl_assets.definitions import defs
 PRESETS = sorted((Path(__file__).parent.parent / "configs").glob("*.yaml"))
 
 
+def _run_config(preset: Path) -> dict:
+    return yaml.safe_load(preset.read_text()) or {}
+
+
+@pytest.fixture(scope="module")
+def job():
+    return defs.resolve_job_def("srl_pipeline")
+
+
 def test_there_are_presets():
     assert {p.name for p in PRESETS} >= {"demo.yaml", "demo_rlvr100.yaml", "cpu_long.yaml", "gpu_qwen.yaml"}
 
 
 @pytest.mark.parametrize("preset", PRESETS, ids=lambda p: p.name)
-def test_preset_is_valid_run_config(preset):
-    job = defs.resolve_job_def("srl_pipeline")
-    dg.validate_run_config(job, yaml.safe_load(preset.read_text()) or {})
+def test_preset_is_valid_run_config(job, preset):
+    dg.validate_run_config(job, _run_config(preset))
 
 
-def test_a_misspelt_field_is_refused():
-    job = defs.resolve_job_def("srl_pipeline")
+def test_a_misspelt_field_is_refused(job):
     bad = {"ops": {"rlvr_checkpoint": {"config": {"grpo": {"micro_batchsize": 8}}}}}
     with pytest.raises(dg.DagsterInvalidConfigError, match="micro_batchsize"):
         dg.validate_run_config(job, bad)
@@ -34,7 +41,7 @@ def test_preset_passes_the_trainers_own_checks(preset):
     from srl_assets.assets.training import RLVRConfig, SRLConfig
     from srl_assets.training.configs import GRPOStageConfig
 
-    ops = (yaml.safe_load(preset.read_text()) or {}).get("ops", {})
+    ops = _run_config(preset).get("ops", {})
     srl = SRLConfig(**ops.get("srl_checkpoint", {}).get("config", {}))
     rlvr = RLVRConfig(**ops.get("rlvr_checkpoint", {}).get("config", {}))
     GRPOStageConfig.from_dict(srl.model_dump())
