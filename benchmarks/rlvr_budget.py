@@ -7,9 +7,12 @@ evaluates the base and the RLVR model on the same fresh held-out tasks. Not a te
     make demo   # once: publishes base checkpoints under .dagster_home
     .venv/bin/python benchmarks/rlvr_budget.py plant --steps 100 --lr 4e-4
     .venv/bin/python benchmarks/rlvr_budget.py tree --steps 32 --lr 3e-4 --n-eval 200
+    .venv/bin/python benchmarks/rlvr_budget.py tree --steps 48 --temperature 1.2 --eval-temperature 0.7
 
-Its last three lines are JSON: base and RLVR (pass rate, mean score on the held-out tasks), then the
-RLVR stage's steps, samples and wall time (TRL's per-step log lines come before them).
+Its last lines are JSON: base and RLVR (pass rate, mean score on the held-out tasks; greedy, then
+sampled at --eval-temperature when given), then the RLVR stage's steps, samples, wall time and the
+policy's mean per-token entropy (as TRL logs it, at the rollout temperature) over its first and last
+quarter of steps. TRL's per-step log lines come before them.
 """
 
 from __future__ import annotations
@@ -40,6 +43,10 @@ def main() -> None:
     parser.add_argument("--prompts-per-step", type=int, default=8)
     parser.add_argument("--num-generations", type=int, default=8)
     parser.add_argument("--n-tasks", type=int, default=1000)
+    parser.add_argument("--temperature", type=float, default=0.7, help="rollout sampling temperature")
+    parser.add_argument("--beta", type=float, default=0.05, help="KL coefficient (0 = no reference model)")
+    parser.add_argument("--eval-temperature", type=float, default=0.0,
+                        help="> 0: also evaluate one sample per held-out task at this temperature")
     parser.add_argument("--n-eval", type=int, default=200, help="fresh held-out (eval-split) tasks")
     parser.add_argument("--eval-seed", type=int, default=12345)
     args = parser.parse_args()
@@ -56,8 +63,8 @@ def main() -> None:
     held_out = generator.generate(args.n_eval, "eval", args.eval_seed)
 
     with tempfile.TemporaryDirectory() as tmp:
-        def stage(name: str, rows: list[dict], config: dict, model_path: str | None) -> dict:
-            folder = Path(tmp) / name
+        def stage(name: str, rows: list[dict], config: dict, model_path: str | None, folder_name: str = "") -> dict:
+            folder = Path(tmp) / (folder_name or name)
             folder.mkdir()
             write_rows(folder / "in.jsonl", rows)
             spec = {"stage": name, "model_type": mt, "rules_dir": None, "work_dir": str(folder / "work"),
@@ -69,19 +76,28 @@ def main() -> None:
         rlvr = stage("rlvr", [{"prompt": task_prompt(t.prompt, ""), "task": task_column(t)} for t in train],
                      {"algorithm": "grpo", "max_steps": args.steps, "learning_rate": args.lr, "warmup_ratio": 0.1,
                       "prompts_per_step": args.prompts_per_step, "num_generations": args.num_generations,
-                      "temperature": 0.7, "beta": 0.05, "max_completion_length": 320,
+                      "temperature": args.temperature, "beta": args.beta, "max_completion_length": 320,
                       "save_steps": args.steps}, base)
         seconds = time.perf_counter() - t0
-        found = stage("evaluate", [{"task": t.to_row(), "prompt": task_prompt(t.prompt, "")} for t in held_out],
-                      {"candidates": {"base": base, "rlvr": rlvr["out_dir"]}}, None)
-        records = read_rows(Path(found["out_dir"]) / "records.jsonl")
-    for candidate in ("base", "rlvr"):
-        mine = [r for r in records if r["candidate"] == candidate]
-        print(json.dumps({"model_type": mt, "candidate": candidate, "n": len(mine),
-                          "pass_rate": round(sum(r["passed"] for r in mine) / len(mine), 3),
-                          "mean_score": round(sum(r["score"] for r in mine) / len(mine), 3)}))
+        eval_rows = [{"task": t.to_row(), "prompt": task_prompt(t.prompt, "")} for t in held_out]
+        temperatures = [0.0] + ([args.eval_temperature] if args.eval_temperature > 0 else [])
+        results = []
+        for temperature in temperatures:
+            found = stage("evaluate", eval_rows, {"candidates": {"base": base, "rlvr": rlvr["out_dir"]},
+                                                  "temperature": temperature, "seed": 0}, None, f"evaluate-{temperature}")
+            results.append((temperature, read_rows(Path(found["out_dir"]) / "records.jsonl")))
+    for temperature, records in results:
+        for candidate in ("base", "rlvr"):
+            mine = [r for r in records if r["candidate"] == candidate]
+            print(json.dumps({"model_type": mt, "candidate": candidate, "eval_temperature": temperature,
+                              "n": len(mine), "pass_rate": round(sum(r["passed"] for r in mine) / len(mine), 3),
+                              "mean_score": round(sum(r["score"] for r in mine) / len(mine), 3)}))
+    entropy = [row["entropy"] for row in rlvr.get("log", []) if "entropy" in row]
+    quarter = max(1, len(entropy) // 4)
     print(json.dumps({"rlvr_steps": args.steps, "samples": args.steps * args.prompts_per_step * args.num_generations,
-                      "rlvr_seconds": round(seconds)}))
+                      "rlvr_seconds": round(seconds), "rollout_temperature": args.temperature,
+                      "entropy_first_quarter": round(sum(entropy[:quarter]) / quarter, 4) if entropy else None,
+                      "entropy_last_quarter": round(sum(entropy[-quarter:]) / quarter, 4) if entropy else None}))
 
 
 if __name__ == "__main__":

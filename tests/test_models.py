@@ -129,3 +129,29 @@ def test_sft_rejects_malformed_examples(tokenizer, tmp_path):
     model = build_tiny_model(tokenizer, TEST_CONFIG)
     with pytest.raises(ValueError, match="completion"):
         warm_start_sft(model, tokenizer, [{"prompt": "x"}], tmp_path, max_steps=1)
+
+
+def test_evaluation_is_greedy_by_default_and_seeded_when_sampled(tokenizer, tmp_path, monkeypatch):
+    from srl_assets.collaboration.verifier import Verifier
+    from srl_assets.performance import evaluation
+
+    rules, domain = RulesIntegration().load("plant"), get_domain("plant")
+    tasks = DynamicExampleGenerator(domain, rules).generate(3, "eval", 7)
+    prompts = [task.prompt + "\n" for task in tasks]
+    save_model(build_tiny_model(tokenizer, TEST_CONFIG, seed=0), tokenizer, tmp_path / "ckpt")
+    decoded: list[list[str]] = []
+    real_generate = evaluation.generate
+    monkeypatch.setattr(evaluation, "generate", lambda *a, **kw: decoded.append(real_generate(*a, **kw)) or decoded[-1])
+
+    def run(**kw):
+        records = evaluation.evaluate_checkpoint("c", str(tmp_path / "ckpt"), tasks, prompts,
+                                                 Verifier(domain, rules), max_new_tokens=16, **kw)
+        assert [r.task_id for r in records] == [t.task_id for t in tasks]
+        return decoded[-1]
+
+    greedy = run()
+    model, tok = load_model(tmp_path / "ckpt")
+    assert greedy == generate(model, tok, prompts, max_new_tokens=16)  # temperature 0 = greedy
+    sampled = run(temperature=1.0, seed=0)
+    assert sampled == run(temperature=1.0, seed=0)  # the same seed gives the same samples
+    assert sampled != greedy and sampled != run(temperature=1.0, seed=1)

@@ -168,7 +168,8 @@ def rlvr_stage(spec: dict[str, Any], report: Reporter) -> dict[str, Any]:
 
 @stage("evaluate")
 def evaluate_stage(spec: dict[str, Any], report: Reporter) -> dict[str, Any]:
-    """Greedy generation on held-out tasks for each candidate checkpoint, verified."""
+    """Generation on held-out tasks for each candidate checkpoint (greedy unless the config sets a
+    ``temperature``), verified."""
     from dataclasses import asdict
 
     from srl_assets.performance.evaluation import evaluate_checkpoint
@@ -180,7 +181,9 @@ def evaluate_stage(spec: dict[str, Any], report: Reporter) -> dict[str, Any]:
     records = []
     for candidate, path in spec["config"]["candidates"].items():
         found = evaluate_checkpoint(candidate, path, tasks, prompts, verifier,
-                                    max_new_tokens=int(spec["config"].get("max_new_tokens", 320)))
+                                    max_new_tokens=int(spec["config"].get("max_new_tokens", 320)),
+                                    temperature=float(spec["config"].get("temperature", 0.0)),
+                                    seed=int(spec["config"].get("seed", 0)))
         report({"event": "evaluated", "candidate": candidate,
                 "pass_rate": sum(r.passed for r in found) / len(found)})
         records.extend(found)
