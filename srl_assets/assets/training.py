@@ -69,9 +69,9 @@ class NormalizedRewardsConfig(dg.Config):
 
 
 SRLConfig = config_from_dataclass(GRPOStageConfig, "SRLConfig", defaults={
-    "max_steps": 20, "learning_rate": 5e-5, "max_completion_length": 80, "temperature": 0.7})
+    "max_steps": 12, "learning_rate": 5e-5, "max_completion_length": 80, "temperature": 0.7})
 _GRPOForRLVR = config_from_dataclass(GRPOStageConfig, "RLVRGRPOConfig", defaults={
-    "max_steps": 32, "learning_rate": 3e-4, "warmup_ratio": 0.1, "beta": 0.05, "max_completion_length": 320,
+    "max_steps": 24, "learning_rate": 3e-4, "warmup_ratio": 0.1, "beta": 0.05, "max_completion_length": 320,
     "prompts_per_step": 8, "num_generations": 8, "temperature": 0.7, "eval_steps": 8})
 _PPOForRLVR = config_from_dataclass(PPOConfig, "RLVRPPOConfig", defaults={"num_steps": 8, "max_new_tokens": 320,
                                                                          "save_steps": 4})
