@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import time
 
-import torch
-
 from srl_assets.collaboration.verifier import Verifier
 from srl_assets.dynamic_example_generator import Task
 from srl_assets.models.tiny import generate, load_model
@@ -31,13 +29,12 @@ def evaluate_model(candidate: str, model, tokenizer, tasks: list[Task], prompts:
                    seed: int = 0) -> list[EvalRecord]:
     """``evaluate_checkpoint`` on a model already in memory (e.g. mid-training, for checkpoint selection)."""
     records: list[EvalRecord] = []
-    if temperature > 0:
-        torch.manual_seed(seed)  # once: each batch then draws on from the same stream
     for start in range(0, len(tasks), batch_size):
         batch_tasks, batch_prompts = tasks[start:start + batch_size], prompts[start:start + batch_size]
         t0 = time.perf_counter()
-        outputs = generate(model, tokenizer, batch_prompts, max_new_tokens=max_new_tokens,
-                           temperature=temperature, batch_size=batch_size)
+        # Seeded once, before the first batch: later batches draw on from the same stream.
+        outputs = generate(model, tokenizer, batch_prompts, max_new_tokens=max_new_tokens, temperature=temperature,
+                           batch_size=batch_size, seed=seed if temperature > 0 and start == 0 else None)
         latency = (time.perf_counter() - t0) / len(batch_tasks)
         for task, text in zip(batch_tasks, outputs, strict=True):
             verdict = verifier.verify_trajectory(task, strip_think(text))
