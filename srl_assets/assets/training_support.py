@@ -41,7 +41,7 @@ def run_child(context: dg.AssetExecutionContext, pipes: dg.PipesSubprocessClient
     env = {"HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"), "TOKENIZERS_PARALLELISM": "false",
            "PYTHONUNBUFFERED": "1", **wandb.run_env()}
     context.log.info(f"{stage}/{model_type}: child in {work_dir}")
-    invocation = pipes.run(command=[*training.command(), "--spec", str(work_dir / "spec.json")],
+    invocation = pipes.run(command=[*training.command(stage, config), "--spec", str(work_dir / "spec.json")],
                            context=context, extras={"job": spec}, env=env)
     child = invocation.get_materialize_result()
     summary = json.loads((out_dir / "summary.json").read_text())

@@ -25,6 +25,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from trl import SFTConfig, SFTTrainer
 
 from srl_assets.models.tiny import pick_device
+from srl_assets.training.processes import per_process
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +42,10 @@ def warm_start_sft(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, e
     checkpoints are written under ``out_dir`` only when ``save_steps`` is given; save the final model
     with ``save_model``. ``report_to`` is ``[]`` by default (pass ``["wandb"]`` to track the run).
 
-    Returns ``initial_loss`` and ``final_loss`` (first and last logged training loss), ``mean_loss``
-    over the run, ``loss_history``, ``steps``, ``seconds`` and ``seconds_per_step``.
+    ``batch_size`` is the number of examples per step over all training processes (several under
+    ``accelerate launch``). Returns ``initial_loss`` and ``final_loss`` (first and last logged training
+    loss), ``mean_loss`` over the run, ``loss_history``, ``steps``, ``examples_per_step``, ``seconds``
+    and ``seconds_per_step``.
     """
     if not examples:
         raise ValueError("no SFT examples")
@@ -59,7 +62,7 @@ def warm_start_sft(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, e
         learning_rate=lr,
         lr_scheduler_type="cosine",
         warmup_steps=min(warmup_steps, max_steps // 2),
-        per_device_train_batch_size=batch_size,
+        per_device_train_batch_size=per_process(batch_size, "sft_batch_size"),  # a total over processes
         seed=seed,
         data_seed=seed,
         use_cpu=device == "cpu",
@@ -92,6 +95,8 @@ def warm_start_sft(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, e
         "mean_loss": result.training_loss,
         "loss_history": losses,
         "steps": trainer.state.global_step,
+        # The Trainer's own count over every process (per-device batch x accumulation x processes).
+        "examples_per_step": args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size,
         "seconds": seconds,
         "seconds_per_step": seconds / max(trainer.state.global_step, 1),
     }

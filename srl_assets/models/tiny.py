@@ -31,6 +31,7 @@ from transformers import (
 )
 
 from srl_assets.prompts import THINK_CLOSE, THINK_OPEN
+from srl_assets.training.processes import is_main_process
 
 log = logging.getLogger(__name__)
 
@@ -175,8 +176,13 @@ def count_parameters(model: torch.nn.Module) -> int:
 
 
 def save_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out_dir: str | Path) -> Path:
-    """Write a ``save_pretrained`` folder (safetensors weights, config, tokenizer with chat template)."""
+    """Write a ``save_pretrained`` folder (safetensors weights, config, tokenizer with chat template).
+
+    Under a multi-process launch only the main process writes (the others hold the same weights).
+    """
     out = Path(out_dir)
+    if not is_main_process():
+        return out
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)

@@ -11,7 +11,8 @@ candidate: the published RLVR checkpoint is always a trained one.
 
 The best weights live in ``best_dir`` (written atomically: a temp file, then ``os.replace``), with
 the validation history in ``best.json``, so a retried op that resumes from an intermediate
-checkpoint keeps its best-so-far.
+checkpoint keeps its best-so-far. Under a multi-process launch only the main process validates,
+keeps the best weights and publishes them (the others wait for it at the next step's gather).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from transformers import TrainerCallback
 from srl_assets.collaboration.verifier import Verifier
 from srl_assets.dynamic_example_generator import Task
 from srl_assets.performance.evaluation import evaluate_model
+from srl_assets.training.processes import is_main_process
 
 
 @dataclass
@@ -100,6 +102,8 @@ class BestCheckpointSelector(TrainerCallback):
         return point
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
+        if not is_main_process():  # the main process validates and keeps the best weights for all
+            return control
         if state.global_step == 0 and not any(p.step == 0 for p in self.history):
             self.evaluate(model, 0)  # the starting point: shown, never selected
             self._write_record()
@@ -107,7 +111,7 @@ class BestCheckpointSelector(TrainerCallback):
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
         step = state.global_step
-        if step % self.eval_steps and step != state.max_steps:
+        if not is_main_process() or (step % self.eval_steps and step != state.max_steps):
             return control
         point = self.evaluate(model, step)
         if self.best is None or point.key() > self.best.key():

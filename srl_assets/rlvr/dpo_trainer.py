@@ -17,6 +17,7 @@ from trl import DPOConfig, DPOTrainer as TRLDPOTrainer
 
 from srl_assets.models.tiny import generate, pick_device
 from srl_assets.training.configs import DPOStageConfig
+from srl_assets.training.processes import per_process, world_size
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,8 @@ def train_dpo(model, tokenizer, pairs: list[dict[str, Any]], cfg: DPOStageConfig
     device, dtype = pick_device()
     args = DPOConfig(
         output_dir=str(output_dir), max_steps=cfg.max_steps, learning_rate=cfg.learning_rate,
-        beta=cfg.beta, per_device_train_batch_size=min(cfg.batch_size, len(pairs)),
+        beta=cfg.beta, per_device_train_batch_size=max(1, min(per_process(cfg.batch_size, "batch_size"),
+                                                           len(pairs) // world_size())),
         use_cpu=device == "cpu", bf16=dtype == torch.bfloat16, activation_checkpointing=False,
         save_strategy="steps", save_steps=cfg.save_steps, save_total_limit=2, seed=cfg.seed,
         logging_steps=1, report_to=report_to, disable_tqdm=True, dataloader_num_workers=0,

@@ -27,6 +27,7 @@ from srl_assets.rlvr.verifier_reward import make_verifier_reward_fn, parse_task_
 from srl_assets.training.configs import GRPOStageConfig
 from srl_assets.training.grpo_common import (AdaptiveKLCallback, MetricsCallback,
                                              NormalizedReward, resume_point)
+from srl_assets.training.processes import world_size
 
 
 @dataclass
@@ -86,6 +87,7 @@ def _grpo(inputs: RLVRInputs, config: dict[str, Any]) -> dict[str, Any]:
         selector.restore_best(trainer.model)
     save_model(trainer.model, tokenizer, inputs.out_dir)
     return {"config": asdict(cfg), "resumed_from": resumed_from, "steps": trainer.state.global_step,
+            "processes": world_size(), "rollouts_per_step": trainer.args.generation_batch_size,
             "log": metrics_cb.logs, "kl_history": kl_cb.history, "raw_reward_history": reward.raw_history,
             "normalizer_stats": reward.normalizer.stats(), **(selector.summary() if selector else {})}
 
@@ -128,5 +130,7 @@ def _dpo(inputs: RLVRInputs, config: dict[str, Any]) -> dict[str, Any]:
     save_model(trainer.model, tokenizer, inputs.out_dir)
     sample_mean = sum(s.score for s in samples) / len(samples)
     return {"config": asdict(cfg), "resumed_from": resumed_from, "steps": trainer.state.global_step,
+            "processes": world_size(), "pairs_per_step": trainer.args.per_device_train_batch_size
+            * trainer.args.gradient_accumulation_steps * trainer.args.world_size,
             "log": metrics_cb.logs, "pairs": len(pairs), "sample_score_mean": sample_mean,
             "raw_reward_history": [sample_mean]}

@@ -21,6 +21,7 @@ from srl_assets.srl.step_reward import make_step_reward_fn
 from srl_assets.training.configs import GRPOStageConfig
 from srl_assets.training.grpo_common import (AdaptiveKLCallback, MetricsCallback,
                                              NormalizedReward, resume_point)
+from srl_assets.training.processes import world_size
 
 
 class SRLTrainer:
@@ -54,7 +55,8 @@ class SRLTrainer:
         save_model(trainer.model, tokenizer, out_dir)
         return {
             "stage": "srl", "config": asdict(cfg), "resumed_from": resumed_from,
-            "steps": trainer.state.global_step, "log": metrics_cb.logs, "kl_history": kl_cb.history,
+            "steps": trainer.state.global_step, "processes": world_size(),
+            "rollouts_per_step": trainer.args.generation_batch_size, "log": metrics_cb.logs, "kl_history": kl_cb.history,
             "final_beta": trainer.beta, "raw_reward_history": reward.raw_history,
             "normalizer_stats": reward.normalizer.stats(),
         }

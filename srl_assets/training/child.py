@@ -30,6 +30,7 @@ def _write_summary(spec: dict, summary: dict) -> None:
 def main(argv: list[str] | None = None) -> int:
     from dagster_pipes import PipesEnvVarParamsLoader, open_dagster_pipes
 
+    from srl_assets.training.processes import is_main_process
     from srl_assets.training.stages import run_stage
 
     parser = argparse.ArgumentParser(description=__doc__)
@@ -37,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     # Under `accelerate launch` every rank runs this; only rank 0 talks to Dagster and writes the
     # summary (the trainers themselves save the model on the main process only).
-    main_rank = os.environ.get("RANK", "0") == "0"
+    main_rank = is_main_process()
     if PipesEnvVarParamsLoader().is_dagster_pipes_process() and main_rank:
         with open_dagster_pipes() as pipes:
             spec = json.loads(Path(args.spec).read_text()) if args.spec else pipes.extras["job"]
@@ -51,7 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.spec:
         parser.error("--spec is required outside Dagster Pipes (and on ranks other than 0)")
     spec = json.loads(Path(args.spec).read_text())
-    summary = run_stage(spec, lambda row: print(json.dumps(row, default=str), flush=True))
+    # Every process logs the same (gathered) metrics: the main one prints them, the others stay quiet.
+    summary = run_stage(spec, (lambda row: print(json.dumps(row, default=str), flush=True)) if main_rank
+                        else (lambda row: None))
     if main_rank:
         _write_summary(spec, summary)
     return 0

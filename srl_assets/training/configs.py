@@ -23,12 +23,14 @@ class GRPOStageConfig:
                                                                "warmup: Adam's first updates are ~lr * sign(grad) "
                                                                "whatever the gradient's size, which noisy RL "
                                                                "gradients turn into a random jolt."})
-    prompts_per_step: int = field(default=4, metadata={"help": "Distinct prompts per step (paper: 512 SRL, 128 GRPO)."})
+    prompts_per_step: int = field(default=4, metadata={"help": "Distinct prompts per step, over all training "
+                                                               "processes (paper: 512 SRL, 128 GRPO)."})
     num_generations: int = field(default=4, metadata={"help": "Rollouts per prompt (paper: 8)."})
     max_completion_length: int = field(default=96, metadata={"help": "Tokens a rollout may write."})
     temperature: float = field(default=1.0, metadata={"help": "Sampling temperature of rollouts (paper: 1.0)."})
     top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling of rollouts (1.0 = the full distribution)."})
-    micro_batch_size: int = field(default=0, metadata={"help": "Rollouts per forward/backward pass; the step's "
+    micro_batch_size: int = field(default=0, metadata={"help": "Rollouts per forward/backward pass (in each "
+                                                               "training process); the step's "
                                                                "prompts_per_step * num_generations rollouts are "
                                                                "generated at once and their gradients accumulated "
                                                                "over micro-batches of this size (0 = one pass): "
@@ -94,8 +96,16 @@ class GRPOStageConfig:
 
         from srl_assets.models.tiny import pick_device
 
+        from srl_assets.training.processes import per_process
+
         device, dtype = pick_device()
-        rollouts, micro = self.rollouts_per_step, self.micro_batch_size or self.rollouts_per_step
+        # Under several processes each rolls out whole groups of its share of the step's prompts;
+        # TRL gathers the rewards of all of them before it centres each group.
+        rollouts = per_process(self.prompts_per_step, "prompts_per_step") * self.num_generations
+        micro = self.micro_batch_size or rollouts
+        if rollouts % micro:
+            raise ValueError(f"micro_batch_size ({micro}) must divide each training process's "
+                             f"{rollouts} rollouts per step")
         return GRPOConfig(
             output_dir=str(output_dir), run_name=run_name,
             max_steps=self.max_steps, learning_rate=self.learning_rate,

@@ -1,6 +1,7 @@
 """The training stages a child process runs. Each reads a JSON job spec, writes its model (when it
 trains one) to ``out_dir`` and returns a JSON-able summary. No Dagster here: the same entry point
 runs under Dagster Pipes, ``accelerate launch``, or by hand (``python -m srl_assets.training.child``).
+Which stages may run in several processes at once: ``srl_assets.training.processes``.
 
 Job spec keys (all stages): ``stage``, ``model_type``, ``rules_dir`` (null = packaged rules),
 ``work_dir`` (intermediate checkpoints; kept between retries), ``out_dir`` (the finished model),
@@ -19,6 +20,7 @@ from srl_assets.domains import get_domain
 from srl_assets.dynamic_example_generator import Task
 from srl_assets.registry import Registry
 from srl_assets.rules_integration import RulesIntegration
+from srl_assets.training.processes import require_splittable
 
 Reporter = Callable[[dict[str, Any]], None]
 STAGES: Registry[Callable[[dict[str, Any], Reporter], dict[str, Any]]] = Registry("training stage")
@@ -46,6 +48,7 @@ def run_stage(spec: dict[str, Any], report: Reporter) -> dict[str, Any]:
     if missing:
         raise ValueError(f"job spec is missing {sorted(missing)}")
     run = STAGES.get(spec["stage"])
+    require_splittable(spec["stage"], spec["config"])
     Path(spec["work_dir"]).mkdir(parents=True, exist_ok=True)
     Path(spec["out_dir"]).mkdir(parents=True, exist_ok=True)
     return run(spec, report)
