@@ -2,6 +2,9 @@
 settings: every asset materializes, checkpoints are published with their metadata, the report
 has pass rates for base, SRL and RLVR, and the checkpoint catalog points at complete checkpoints."""
 
+import json
+import sys
+
 import dagster as dg
 
 from resources.checkpoint_store import LocalCheckpointStore
@@ -11,6 +14,7 @@ from resources.teacher import TeacherResource
 from resources.training import TrainingResource
 from resources.wandb_resource import WandbResource
 from srl_assets.definitions import all_assets
+from srl_assets.training.processes import splits_across_processes
 
 TINY = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 2,
         "intermediate_size": 64}
@@ -62,3 +66,39 @@ def test_whole_chain_for_one_partition(tmp_path):
     history = store.read("performance_history", "tree")
     assert set(history.candidate) == {"base", "srl", "rlvr"} and (history.n == 6).all()
     assert not (tmp_path / "work" / "srl").exists() or not any((tmp_path / "work" / "srl").rglob("summary.json"))
+
+
+def test_whole_chain_with_two_training_processes_per_stage(tmp_path, monkeypatch):
+    """As on a 2-GPU machine: the stages TRL splits run as two processes (two CPU ranks under
+    torch.distributed.run, where accelerate would launch one per GPU), the others as one; the main
+    rank talks to Dagster through Pipes, and every checkpoint is published once."""
+    def two_processes(self, stage, config=None):
+        child = ["-m", "srl_assets.training.child"]
+        if not splits_across_processes(stage, config):
+            return [sys.executable, *child]
+        return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--rdzv_backend", "c10d",
+                "--rdzv_endpoint", "localhost:0", *child]
+
+    monkeypatch.setattr(TrainingResource, "command", two_processes)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    store = DuckDBStore(database=str(tmp_path / "srl.duckdb"))
+    checkpoints = LocalCheckpointStore(root=str(tmp_path / "checkpoints"))
+    resources = {
+        "duckdb_store": store, "rules_resource": RulesResource(), "teacher": TeacherResource(),
+        "checkpoint_store": checkpoints, "training": TrainingResource(work_root=str(tmp_path / "work")),
+        "wandb": WandbResource(mode="disabled", dir=str(tmp_path / "wandb")),
+        "pipes_subprocess_client": dg.PipesSubprocessClient(),
+    }
+    with dg.instance_for_test() as instance:
+        result = dg.materialize(all_assets, partition_key="plant", resources=resources, instance=instance,
+                                run_config=RUN_CONFIG)
+        assert result.success
+        mats = {m.asset_key.path[-1]: m.materialization.metadata for m in result.get_asset_materialization_events()}
+    assert mats["srl_checkpoint"]["steps"].value == 2 and mats["rlvr_checkpoint"]["selected_step"].value in (1, 2)
+    catalog = store.read("checkpoints", "plant")
+    assert sorted(catalog.stage) == ["base", "rlvr", "srl"]  # one each, though two processes trained them
+    assert all(checkpoints.is_complete(key) for key in catalog.key)
+    summaries = {stage: json.loads((tmp_path / "checkpoints" / key / "summary.json").read_text())
+                 for stage, key in zip(catalog.stage, catalog.key)}
+    assert summaries["srl"]["processes"] == 2 and summaries["srl"]["rollouts_per_step"] == 2 * 2
+    assert summaries["rlvr"]["processes"] == 2 and summaries["base"]["sft"]["examples_per_step"] == 4
