@@ -95,7 +95,6 @@ class GRPOStageConfig:
         from trl import GRPOConfig
 
         from srl_assets.models.tiny import pick_device
-
         from srl_assets.training.processes import per_process
 
         device, dtype = pick_device()

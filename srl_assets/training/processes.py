@@ -10,10 +10,11 @@ project's own code around them must do two more things:
 * keep a step the same size: ``prompts_per_step``, the SFT and DPO ``batch_size`` are totals per
   optimizer step, divided here among the processes (a config means the same on 1 GPU or 8).
 
-What is per process: the RewardNormalizer's `batch` and `running` statistics and the raw reward
+What is per process: the RewardNormalizer's ``batch`` and ``running`` statistics and the raw reward
 curve in the summary cover the main process's share of each step's rollouts (TRL's logged
-``reward`` and ``kl`` are gathered over all of them); `group` normalization is exact, since every
-process rolls out whole groups.
+``reward`` and ``kl`` are gathered over all of them); ``group`` normalization is exact, since every
+process rolls out whole groups. DPO samples and ranks its preference pairs in every process (with
+the same seed); its training on them is what splits.
 
 Stages that TRL does not split (the step rollouts, evaluation and the project's own PPO) run in one
 process: ``TrainingResource`` launches them without accelerate, and ``run_stage`` refuses them under
