@@ -15,6 +15,7 @@ from resources.training import TrainingResource
 from resources.wandb_resource import WandbResource
 from srl_assets.definitions import all_assets
 from srl_assets.training.processes import splits_across_processes
+from test_processes import TWO_CPU_PROCESSES
 
 TINY = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 2,
         "intermediate_size": 64}
@@ -32,7 +33,9 @@ RUN_CONFIG = {"ops": {
 }}
 
 
-def test_whole_chain_for_one_partition(tmp_path):
+def _materialize_chain(tmp_path, partition_key):
+    """Every asset for one partition with tiny settings; returns (materialization metadata by asset
+    name, the DuckDB store, the checkpoint store)."""
     store = DuckDBStore(database=str(tmp_path / "srl.duckdb"))
     checkpoints = LocalCheckpointStore(root=str(tmp_path / "checkpoints"))
     resources = {
@@ -42,10 +45,15 @@ def test_whole_chain_for_one_partition(tmp_path):
         "pipes_subprocess_client": dg.PipesSubprocessClient(),
     }
     with dg.instance_for_test() as instance:
-        result = dg.materialize(all_assets, partition_key="tree", resources=resources, instance=instance,
+        result = dg.materialize(all_assets, partition_key=partition_key, resources=resources, instance=instance,
                                 run_config=RUN_CONFIG)
         assert result.success
         mats = {m.asset_key.path[-1]: m.materialization.metadata for m in result.get_asset_materialization_events()}
+    return mats, store, checkpoints
+
+
+def test_whole_chain_for_one_partition(tmp_path):
+    mats, store, checkpoints = _materialize_chain(tmp_path, "tree")
     assert set(mats) == {a.key.path[-1] for a in all_assets}
     for stage in ("base_model", "srl_checkpoint", "rlvr_checkpoint"):
         meta = mats[stage]
@@ -76,24 +84,11 @@ def test_whole_chain_with_two_training_processes_per_stage(tmp_path, monkeypatch
         child = ["-m", "srl_assets.training.child"]
         if not splits_across_processes(stage, config):
             return [sys.executable, *child]
-        return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--rdzv_backend", "c10d",
-                "--rdzv_endpoint", "localhost:0", *child]
+        return [*TWO_CPU_PROCESSES, *child]
 
     monkeypatch.setattr(TrainingResource, "command", two_processes)
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    store = DuckDBStore(database=str(tmp_path / "srl.duckdb"))
-    checkpoints = LocalCheckpointStore(root=str(tmp_path / "checkpoints"))
-    resources = {
-        "duckdb_store": store, "rules_resource": RulesResource(), "teacher": TeacherResource(),
-        "checkpoint_store": checkpoints, "training": TrainingResource(work_root=str(tmp_path / "work")),
-        "wandb": WandbResource(mode="disabled", dir=str(tmp_path / "wandb")),
-        "pipes_subprocess_client": dg.PipesSubprocessClient(),
-    }
-    with dg.instance_for_test() as instance:
-        result = dg.materialize(all_assets, partition_key="plant", resources=resources, instance=instance,
-                                run_config=RUN_CONFIG)
-        assert result.success
-        mats = {m.asset_key.path[-1]: m.materialization.metadata for m in result.get_asset_materialization_events()}
+    mats, store, checkpoints = _materialize_chain(tmp_path, "plant")
     assert mats["srl_checkpoint"]["steps"].value == 2 and mats["rlvr_checkpoint"]["selected_step"].value in (1, 2)
     catalog = store.read("checkpoints", "plant")
     assert sorted(catalog.stage) == ["base", "rlvr", "srl"]  # one each, though two processes trained them

@@ -24,13 +24,17 @@ from srl_assets.training.stages import run_stage
 from test_training import GRPO_TINY, _reloads_and_generates, _rlvr_rows, _spec, base_path, plant_data  # noqa: F401
 
 
+# What `accelerate launch --multi_gpu --num_processes 2` hands the child to, on two CPU processes.
+TWO_CPU_PROCESSES = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--rdzv_backend", "c10d",
+                     "--rdzv_endpoint", "localhost:0"]
+
+
 def _launch_two_processes(spec: dict, tmp_path: Path) -> subprocess.CompletedProcess:
     spec_path = tmp_path / "spec.json"
     spec_path.write_text(json.dumps(spec))
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
     env.update(OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--rdzv_backend", "c10d",
-           "--rdzv_endpoint", "localhost:0", "-m", "srl_assets.training.child", "--spec", str(spec_path)]
+    cmd = [*TWO_CPU_PROCESSES, "-m", "srl_assets.training.child", "--spec", str(spec_path)]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
 
 
