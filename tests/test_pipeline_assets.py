@@ -3,7 +3,6 @@ settings: every asset materializes, checkpoints are published with their metadat
 has pass rates for base, SRL and RLVR, and the checkpoint catalog points at complete checkpoints."""
 
 import json
-import sys
 
 import dagster as dg
 
@@ -14,8 +13,7 @@ from resources.teacher import TeacherResource
 from resources.training import TrainingResource
 from resources.wandb_resource import WandbResource
 from srl_assets.definitions import all_assets
-from srl_assets.training.processes import splits_across_processes
-from test_processes import TWO_CPU_PROCESSES
+from test_processes import two_gpus
 
 TINY = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 2,
         "intermediate_size": 64}
@@ -77,17 +75,10 @@ def test_whole_chain_for_one_partition(tmp_path):
 
 
 def test_whole_chain_with_two_training_processes_per_stage(tmp_path, monkeypatch):
-    """As on a 2-GPU machine: the stages TRL splits run as two processes (two CPU ranks under
-    torch.distributed.run, where accelerate would launch one per GPU), the others as one; the main
-    rank talks to Dagster through Pipes, and every checkpoint is published once."""
-    def two_processes(self, stage, config=None):
-        child = ["-m", "srl_assets.training.child"]
-        if not splits_across_processes(stage, config):
-            return [sys.executable, *child]
-        return [*TWO_CPU_PROCESSES, *child]
-
-    monkeypatch.setattr(TrainingResource, "command", two_processes)
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    """As on a 2-GPU machine (here two CPU processes under the same `accelerate launch --multi_gpu`):
+    the stages TRL splits run as two processes, the others as one; the main process talks to Dagster
+    through Pipes, and every checkpoint is published once."""
+    two_gpus(monkeypatch)
     mats, store, checkpoints = _materialize_chain(tmp_path, "plant")
     assert mats["srl_checkpoint"]["steps"].value == 2 and mats["rlvr_checkpoint"]["selected_step"].value in (1, 2)
     catalog = store.read("checkpoints", "plant")

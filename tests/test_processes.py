@@ -1,11 +1,11 @@
 """Training across several processes, as on a multi-GPU machine, checked here on CPU.
 
 With more than one GPU visible, TrainingResource starts the child with ``accelerate launch
---multi_gpu``, which hands the processes to ``torch.distributed.run``. The tests below start the
-same child under ``torch.distributed.run`` with two CPU processes (the gloo backend): the process
-layout accelerate creates, without the GPUs. They check that the processes split a step instead of
-each taking a whole one, that one process writes the published model and the summary, and that the
-stages TRL does not split are launched as a single process and refused under a multi-process launch.
+--multi_gpu``. Told that two GPUs are visible, it starts the same command here, and accelerate runs
+the two processes on CPU (torch.distributed with the gloo backend): the tests check that the
+processes split a step instead of each taking a whole one, that one process writes the published
+model and the summary, and that the stages TRL does not split are launched as a single process and
+refused under a multi-process launch.
 """
 
 import json
@@ -24,18 +24,23 @@ from srl_assets.training.stages import run_stage
 from test_training import GRPO_TINY, _reloads_and_generates, _rlvr_rows, _spec, base_path, plant_data  # noqa: F401
 
 
-# What `accelerate launch --multi_gpu --num_processes 2` hands the child to, on two CPU processes.
-TWO_CPU_PROCESSES = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--rdzv_backend", "c10d",
-                     "--rdzv_endpoint", "localhost:0"]
+def two_gpus(monkeypatch) -> None:
+    """Make TrainingResource believe that two GPUs are visible."""
+    monkeypatch.setattr(TrainingResource, "_visible_gpus", staticmethod(lambda: 2))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # two processes on two cores
 
 
-def _launch_two_processes(spec: dict, tmp_path: Path) -> subprocess.CompletedProcess:
+def _launch_two_processes(spec: dict, tmp_path: Path, monkeypatch) -> subprocess.CompletedProcess:
+    """Run the child with the command TrainingResource gives a 2-GPU machine, as the op does."""
+    two_gpus(monkeypatch)
     spec_path = tmp_path / "spec.json"
     spec_path.write_text(json.dumps(spec))
+    command = TrainingResource(work_root=str(tmp_path)).command(spec["stage"], spec["config"])
+    assert "accelerate.commands.launch" in command
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
-    env.update(OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
-    cmd = [*TWO_CPU_PROCESSES, "-m", "srl_assets.training.child", "--spec", str(spec_path)]
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    env.update(HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    return subprocess.run([*command, "--spec", str(spec_path)], env=env, capture_output=True, text=True,
+                          timeout=600)
 
 
 def _metric_rows(stdout: str, step: int) -> list[dict]:
@@ -93,13 +98,13 @@ def test_a_stage_trl_does_not_split_is_refused_under_several_processes(monkeypat
     assert not Path(spec["out_dir"]).exists()  # refused before it made its folders
 
 
-def test_grpo_in_two_processes_splits_each_step_and_publishes_once(tmp_path, base_path, plant_data):
+def test_grpo_in_two_processes_splits_each_step_and_publishes_once(tmp_path, monkeypatch, base_path, plant_data):
     rows = _rlvr_rows(plant_data)
     rows = [{**r, "role": "train"} for r in rows[:6]] + [{**r, "role": "validation"} for r in rows[6:]]
     config = {"algorithm": "grpo", **GRPO_TINY, "max_steps": 4, "save_steps": 2, "eval_steps": 2,
               "prompts_per_step": 2, "num_generations": 2}
     spec = _spec(tmp_path, "rlvr", rows, config, base_path)
-    done = _launch_two_processes(spec, tmp_path)
+    done = _launch_two_processes(spec, tmp_path, monkeypatch)
     assert done.returncode == 0, done.stderr[-3000:]
 
     summary = json.loads((Path(spec["out_dir"]) / "summary.json").read_text())
@@ -114,24 +119,24 @@ def test_grpo_in_two_processes_splits_each_step_and_publishes_once(tmp_path, bas
     _reloads_and_generates(spec["out_dir"])
 
 
-def test_dpo_in_two_processes_splits_the_pairs_of_a_step(tmp_path, base_path, plant_data):
+def test_dpo_in_two_processes_splits_the_pairs_of_a_step(tmp_path, monkeypatch, base_path, plant_data):
     config = {"algorithm": "dpo", "max_steps": 2, "samples_per_prompt": 2, "batch_size": 4, "max_new_tokens": 24,
               "min_margin": -1.0}
     spec = _spec(tmp_path, "rlvr", _rlvr_rows(plant_data), config, base_path)
-    done = _launch_two_processes(spec, tmp_path)
+    done = _launch_two_processes(spec, tmp_path, monkeypatch)
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads((Path(spec["out_dir"]) / "summary.json").read_text())
     assert summary["processes"] == 2 and summary["steps"] == 2 and summary["pairs_per_step"] == 4
     _reloads_and_generates(spec["out_dir"])
 
 
-def test_sft_warm_start_in_two_processes_splits_the_batch(tmp_path, plant_data):
+def test_sft_warm_start_in_two_processes_splits_the_batch(tmp_path, monkeypatch, plant_data):
     from test_training import TINY
 
     rows = [{"kind": "corpus", "text": t} for task, lore, traj, _ in plant_data for t in (task.prompt, traj)]
     rows += [{"kind": "sft", "prompt": task.prompt, "completion": traj} for task, _, traj, _ in plant_data]
     spec = _spec(tmp_path, "base", rows, {"vocab_size": 300, "tiny": TINY, "sft_steps": 3, "sft_batch_size": 4})
-    done = _launch_two_processes(spec, tmp_path)
+    done = _launch_two_processes(spec, tmp_path, monkeypatch)
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads((Path(spec["out_dir"]) / "summary.json").read_text())
     assert summary["sft"]["steps"] == 3 and summary["sft"]["examples_per_step"] == 4  # 2 per process

@@ -1,4 +1,4 @@
-"""Training across several processes (``accelerate launch`` on a multi-GPU machine, or ``torchrun``).
+"""Training across several processes (``accelerate launch --multi_gpu`` on a multi-GPU machine).
 
 The launcher starts one copy of the training child per device and tells each its place through the
 ``RANK`` and ``WORLD_SIZE`` environment variables (torch.distributed's convention, which accelerate
