@@ -120,3 +120,21 @@ def test_grpo_config_names_bad_new_fields():
     for field, value in [("eval_steps", -1), ("warmup_ratio", 1.0), ("top_p", 0.0), ("num_iterations", 0)]:
         with pytest.raises(ValueError, match=field):
             GRPOStageConfig(**{field: value})
+
+
+def test_only_the_main_process_validates_and_keeps_weights(tmp_path, scripted, monkeypatch):
+    """Under a multi-process launch the other processes neither decode the validation tasks nor write
+    into the shared best folder; the main one does both."""
+    model = torch.nn.Linear(2, 1, bias=False)
+    monkeypatch.setenv("RANK", "1")
+    other = make(tmp_path)
+    other.on_train_begin(None, SimpleNamespace(global_step=0), None, model=model)
+    for n in range(1, 7):
+        step(other, model, n)
+    assert other.history == [] and other.restore_best(model) is None and not (tmp_path / "best").exists()
+    monkeypatch.setenv("RANK", "0")
+    main = make(tmp_path)
+    scripted += [["pass", "fail:0.5"]]
+    for n in (1, 2):
+        step(main, model, n, max_steps=2)
+    assert main.best.step == 2 and scripted == [] and (tmp_path / "best" / "best.pt").is_file()

@@ -141,3 +141,15 @@ def test_sft_warm_start_in_two_processes_splits_the_batch(tmp_path, monkeypatch,
     summary = json.loads((Path(spec["out_dir"]) / "summary.json").read_text())
     assert summary["sft"]["steps"] == 3 and summary["sft"]["examples_per_step"] == 4  # 2 per process
     _reloads_and_generates(spec["out_dir"])
+
+
+def test_only_the_main_process_writes_the_model(tmp_path, monkeypatch, base_path):
+    from srl_assets.models.tiny import load_model, save_model
+
+    model, tokenizer = load_model(base_path)
+    monkeypatch.setenv("RANK", "1")
+    save_model(model, tokenizer, tmp_path / "other")
+    assert not (tmp_path / "other").exists()
+    monkeypatch.setenv("RANK", "0")
+    save_model(model, tokenizer, tmp_path / "main")
+    assert {"config.json", "model.safetensors", "tokenizer.json"} <= {p.name for p in (tmp_path / "main").iterdir()}
