@@ -78,6 +78,7 @@ def warm_start_sft(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, e
         report_to=report_to or [],
         disable_tqdm=True,
         dataloader_num_workers=0,
+        ddp_find_unused_parameters=False,  # every weight of a causal LM takes part in the loss
     )
     dataset = Dataset.from_list([{"prompt": ex["prompt"], "completion": ex["completion"]} for ex in examples])
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)

@@ -62,6 +62,7 @@ def train_dpo(model, tokenizer, pairs: list[dict[str, Any]], cfg: DPOStageConfig
         use_cpu=device == "cpu", bf16=dtype == torch.bfloat16, activation_checkpointing=False,
         save_strategy="steps", save_steps=cfg.save_steps, save_total_limit=2, seed=cfg.seed,
         logging_steps=1, report_to=report_to, disable_tqdm=True, dataloader_num_workers=0,
+        ddp_find_unused_parameters=False,  # every weight of a causal LM takes part in the loss
     )
     columns = [{"prompt": p["prompt"], "chosen": p["chosen"], "rejected": p["rejected"]} for p in pairs]
     trainer = TRLDPOTrainer(model=model, args=args, train_dataset=Dataset.from_list(columns),

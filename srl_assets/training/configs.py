@@ -118,6 +118,7 @@ class GRPOStageConfig:
             activation_checkpointing=False,
             save_strategy="steps", save_steps=self.save_steps, save_total_limit=2,
             logging_steps=1, report_to=report_to, disable_tqdm=True, dataloader_num_workers=0,
+            ddp_find_unused_parameters=False,  # every weight of a causal LM takes part in the loss
         )
 
 
