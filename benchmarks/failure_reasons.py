@@ -34,13 +34,19 @@ from srl_assets.rules_integration import RulesIntegration  # noqa: E402
 CONTRADICTS_TASK = "task asks"
 
 
-def checkpoint(home: Path, stage: str, model_type: str) -> Path:
-    found = sorted((p for p in (home / "checkpoints" / stage / model_type).glob("*") if (p / "config.json").is_file()),
-                   key=lambda p: p.stat().st_mtime)
-    if not found:
-        raise SystemExit(f"no published {stage} checkpoint for {model_type} under {home / 'checkpoints'}: "
-                         "run `make demo` first (or pass --home)")
-    return found[-1]
+def checkpoint(home: Path, stage: str, model_type: str) -> str:
+    """The local folder of the latest published ``stage`` checkpoint, from the demo's checkpoint catalog."""
+    from resources.duckdb_store import DuckDBStore
+    from srl_assets.assets.training_support import latest_checkpoint
+
+    database = home / "srl.duckdb"
+    if not database.is_file():
+        raise SystemExit(f"{database} not found: run `make demo` first, or pass --home")
+    try:
+        row = latest_checkpoint(DuckDBStore(database=str(database)), stage, model_type)
+    except LookupError as exc:
+        raise SystemExit(f"{exc} (run `make demo` first, or pass --home)") from None
+    return row["uri"].removeprefix("file://")
 
 
 def main() -> None:

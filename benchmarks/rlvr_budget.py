@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 from resources.duckdb_store import DuckDBStore
+from srl_assets.assets.training_support import latest_checkpoint
 from srl_assets.assets.trajectories import load_tasks
 from srl_assets.domains import get_domain
 from srl_assets.dynamic_example_generator import DynamicExampleGenerator
@@ -53,10 +54,10 @@ def main() -> None:
 
     mt = args.model_type
     store = DuckDBStore(database=duckdb_path())
-    catalog = store.read("checkpoints", mt, "stage = ?", ["base"]).sort_values("created_at")
-    if catalog.empty:
-        raise SystemExit(f"no base checkpoint for {mt}: run `make demo` first")
-    base = catalog.uri.iloc[-1].removeprefix("file://")
+    try:
+        base = latest_checkpoint(store, "base", mt)["uri"].removeprefix("file://")
+    except LookupError as exc:
+        raise SystemExit(f"{exc} (run `make demo` first)") from None
     rules = RulesIntegration().load(mt)
     generator = DynamicExampleGenerator(get_domain(mt), rules)
     train, _ = rlvr_tasks(load_tasks(store, mt, "train"), generator, args.n_tasks, 0, seed=0)
