@@ -69,11 +69,10 @@ def main() -> None:
             parsed = parse_trajectory(teacher.plan(task, []))
             if not parsed.ok:
                 raise SystemExit(f"{model_type}: the teacher's trajectory for task {i} does not parse: {parsed.errors}")
-            lines = [step.text for step in parsed.steps]
-            expert_steps.append(lines)
+            expert_steps.append(parsed.steps)
             prompt = task_prompt(task.prompt, "")
-            for k in range(len(lines)):
-                prompts.append(prompt + "".join(line + "\n" for line in lines[:k]))
+            for k in range(len(parsed.steps)):
+                prompts.append(prompt + "".join(step.text + "\n" for step in parsed.steps[:k]))
                 keys.append((i, k))
         # The model writes on past step k (it was trained on whole trajectories); only its first line counts.
         lines_out = [first_line(t) for t in generate(model, tokenizer, prompts, max_new_tokens=256,
@@ -83,11 +82,11 @@ def main() -> None:
         final_passes = 0
         for (i, k), line in zip(keys, lines_out, strict=True):
             expert = expert_steps[i][k]
-            title = parse_trajectory(expert).steps[0].title
-            by_title[title].append(line == expert)
-            positions[title].append(k)
-            if title == FINAL_TITLE:
-                final_passes += verifier.verify_trajectory(tasks[i], "\n".join([*expert_steps[i][:k], line])).passed
+            by_title[expert.title].append(line == expert.text)
+            positions[expert.title].append(k)
+            if expert.title == FINAL_TITLE:
+                earlier = [step.text for step in expert_steps[i][:k]]
+                final_passes += verifier.verify_trajectory(tasks[i], "\n".join([*earlier, line])).passed
 
         free = generate(model, tokenizer, [task_prompt(t.prompt, "") for t in tasks], max_new_tokens=320,
                         temperature=0.0, batch_size=50)
