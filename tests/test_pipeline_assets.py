@@ -25,13 +25,17 @@ RUN_CONFIG = {"ops": {
     "normalized_rewards": {"config": {"target_prompts": 4, "num_generations": 3, "max_completion_length": 16,
                                       "temperature": 1.0, "dynamic_sampling": False}},
     "srl_checkpoint": {"config": GRPO},
+    # The default algorithm (rft) in two rounds of one step; the two-process test runs grpo.
     "rlvr_checkpoint": {"config": {"n_tasks": 8, "n_validation_tasks": 3,
-                                   "grpo": {**GRPO, "max_completion_length": 32, "eval_steps": 1}}},
+                                   "grpo": {**GRPO, "max_completion_length": 32, "eval_steps": 1},
+                                   "rft": {"rounds": 2, "prompts_per_round": 3, "samples_per_prompt": 2,
+                                           "max_new_tokens": 32, "min_score": 0.0, "sft_steps": 1,
+                                           "batch_size": 2, "save_steps": 1}}},
     "performance_report": {"config": {"n_eval_tasks": 6, "max_new_tokens": 32, "seed": 5}},
 }}
 
 
-def _materialize_chain(tmp_path, partition_key):
+def _materialize_chain(tmp_path, partition_key, rlvr_algorithm=None):
     """Every asset for one partition with tiny settings; returns (materialization metadata by asset
     name, the DuckDB store, the checkpoint store)."""
     store = DuckDBStore(database=str(tmp_path / "srl.duckdb"))
@@ -43,8 +47,11 @@ def _materialize_chain(tmp_path, partition_key):
         "pipes_subprocess_client": dg.PipesSubprocessClient(),
     }
     with dg.instance_for_test() as instance:
+        run_config = json.loads(json.dumps(RUN_CONFIG))
+        if rlvr_algorithm:
+            run_config["ops"]["rlvr_checkpoint"]["config"]["algorithm"] = rlvr_algorithm
         result = dg.materialize(all_assets, partition_key=partition_key, resources=resources, instance=instance,
-                                run_config=RUN_CONFIG)
+                                run_config=run_config)
         assert result.success
         mats = {m.asset_key.path[-1]: m.materialization.metadata for m in result.get_asset_materialization_events()}
     return mats, store, checkpoints
@@ -58,7 +65,9 @@ def test_whole_chain_for_one_partition(tmp_path):
         assert {"uri", "size_bytes", "sha256", "steps", "final_mean_reward"} <= set(meta), stage
         assert len(meta["sha256"].value) == 64 and meta["size_bytes"].value > 0
     assert mats["srl_checkpoint"]["steps"].value == 2 and "reward_curve" in mats["rlvr_checkpoint"]
-    # RLVR validated its start and both steps, and published one of the trained steps.
+    # RLVR (rft) validated its start and both rounds, and published one of the trained rounds.
+    assert mats["rlvr_checkpoint"]["algorithm"].value == "rft" and mats["rlvr_checkpoint"]["kept_samples"].value == 6
+    assert "| round |" in mats["rlvr_checkpoint"]["rft_rounds"].value
     assert mats["rlvr_checkpoint"]["selected_step"].value in (1, 2)
     rows = [line for line in mats["rlvr_checkpoint"]["validation"].value.splitlines() if line[:3] in ("| 0", "| 1", "| 2")]
     assert len(rows) == 3
@@ -79,7 +88,7 @@ def test_whole_chain_with_two_training_processes_per_stage(tmp_path, monkeypatch
     the stages TRL splits run as two processes, the others as one; the main process talks to Dagster
     through Pipes, and every checkpoint is published once."""
     two_gpus(monkeypatch)
-    mats, store, checkpoints = _materialize_chain(tmp_path, "plant")
+    mats, store, checkpoints = _materialize_chain(tmp_path, "plant", rlvr_algorithm="grpo")
     assert mats["srl_checkpoint"]["steps"].value == 2 and mats["rlvr_checkpoint"]["selected_step"].value in (1, 2)
     catalog = store.read("checkpoints", "plant")
     assert sorted(catalog.stage) == ["base", "rlvr", "srl"]  # one each, though two processes trained them

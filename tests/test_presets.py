@@ -39,10 +39,11 @@ def test_a_misspelt_field_is_refused(job):
 def test_preset_passes_the_trainers_own_checks(preset):
     """The schema says nothing of e.g. micro_batch_size dividing the rollouts: the trainers' configs do."""
     from srl_assets.assets.training import RLVRConfig, SRLConfig
-    from srl_assets.training.configs import GRPOStageConfig
+    from srl_assets.training.configs import GRPOStageConfig, RFTConfig
 
     ops = _run_config(preset).get("ops", {})
     srl = SRLConfig(**ops.get("srl_checkpoint", {}).get("config", {}))
     rlvr = RLVRConfig(**ops.get("rlvr_checkpoint", {}).get("config", {}))
     GRPOStageConfig.from_dict(srl.model_dump())
     GRPOStageConfig.from_dict(rlvr.grpo.model_dump())
+    RFTConfig(**rlvr.rft.model_dump())

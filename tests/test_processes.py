@@ -54,6 +54,7 @@ def _metric_rows(stdout: str, step: int) -> list[dict]:
     ("rlvr", {"algorithm": "grpo"}, "accelerate"),
     ("rlvr", {"algorithm": "dpo"}, "accelerate"),
     ("rlvr", {"algorithm": "ppo"}, "single"),
+    ("rlvr", {"algorithm": "rft"}, "single"),
     ("rollouts", {}, "single"),
     ("evaluate", {}, "single"),
 ])
@@ -88,6 +89,7 @@ def test_step_totals_are_divided_among_processes_or_refused_by_name(monkeypatch)
     ("evaluate", {"candidates": {}}, "the evaluate stage"),
     ("rollouts", {}, "the rollouts stage"),
     ("rlvr", {"algorithm": "ppo"}, "rlvr with algorithm 'ppo'"),
+    ("rlvr", {"algorithm": "rft"}, "rlvr with algorithm 'rft'"),
 ])
 def test_a_stage_trl_does_not_split_is_refused_under_several_processes(monkeypatch, tmp_path, stage, config, named):
     monkeypatch.setenv("WORLD_SIZE", "2")

@@ -148,8 +148,10 @@ def test_rollouts_drop_zero_variance_prompts(tmp_path, base_path, plant_data):
     assert summary["informative_prompts"] == sum(g[0]["informative"] for g in by_prompt.values())
 
 
-def _kill_after_first_checkpoint(spec: dict, tmp_path: Path, checkpoint_dir: Path, first: str) -> dict:
-    """Run the child by hand, SIGKILL it once ``first`` is saved, run it again; return its summary."""
+def _kill_after_first_checkpoint(spec: dict, tmp_path: Path, checkpoint_dir: Path, first: str,
+                                 before_resume=lambda: None) -> dict:
+    """Run the child by hand, SIGKILL it once ``first`` is saved, (call ``before_resume``,) run it
+    again; return its summary."""
     spec_path = tmp_path / "spec.json"
     spec_path.write_text(json.dumps(spec))
     cmd = [sys.executable, "-m", "srl_assets.training.child", "--spec", str(spec_path)]
@@ -163,6 +165,7 @@ def _kill_after_first_checkpoint(spec: dict, tmp_path: Path, checkpoint_dir: Pat
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (Path(spec["out_dir"]) / "summary.json").exists()  # nothing that looks finished
+    before_resume()
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=300)
     return json.loads((Path(spec["out_dir"]) / "summary.json").read_text())
 

@@ -29,7 +29,7 @@ from srl_assets.collaboration.lore_retriever import policy_prompts
 from srl_assets.dynamic_example_generator import DynamicExampleGenerator
 from srl_assets.rlvr.rlvr_tasks import rlvr_tasks
 from srl_assets.rlvr.verifier_reward import task_column
-from srl_assets.training.configs import DPOStageConfig, GRPOStageConfig, PPOConfig
+from srl_assets.training.configs import DPOStageConfig, GRPOStageConfig, PPOConfig, RFTConfig
 from srl_assets.training.stages import read_rows
 
 
@@ -76,10 +76,14 @@ _GRPOForRLVR = config_from_dataclass(GRPOStageConfig, "RLVRGRPOConfig", defaults
 _PPOForRLVR = config_from_dataclass(PPOConfig, "RLVRPPOConfig", defaults={"num_steps": 8, "max_new_tokens": 320,
                                                                          "save_steps": 4})
 _DPOForRLVR = config_from_dataclass(DPOStageConfig, "RLVRDPOConfig", defaults={"max_steps": 12, "max_new_tokens": 320})
+_RFTForRLVR = config_from_dataclass(RFTConfig, "RLVRRFTConfig")
 
 
 class RLVRConfig(dg.Config):
-    algorithm: Literal["grpo", "ppo", "dpo"] = Field(default="grpo", description="RLVR algorithm.")
+    algorithm: Literal["grpo", "ppo", "dpo", "rft"] = Field(default="rft", description=(
+        "RLVR algorithm: grpo (TRL GRPOTrainer), ppo (the project's own), dpo (TRL DPOTrainer on verifier-ranked "
+        "pairs) or rft (rejection-sampling fine-tuning on the policy's verified samples). rft is the default: on "
+        "the tiny CPU default it is the one that beats the base model in the demo's minutes (README, Results)."))
     n_tasks: int = Field(default=1000, description="Train-split tasks used as RLVR prompts: the stored task_examples, "
                          "topped up with fresh ones from the DynamicExampleGenerator (RLVR needs only the verifier).")
     n_validation_tasks: int = Field(default=60, description="Fresh train-split tasks for best-checkpoint selection "
@@ -88,6 +92,7 @@ class RLVRConfig(dg.Config):
     grpo: _GRPOForRLVR = Field(default_factory=_GRPOForRLVR)
     ppo: _PPOForRLVR = Field(default_factory=_PPOForRLVR)
     dpo: _DPOForRLVR = Field(default_factory=_DPOForRLVR)
+    rft: _RFTForRLVR = Field(default_factory=_RFTForRLVR)
 
 
 def _base_rows(duckdb_store: DuckDBStore, model_type: str, rules, config: BaseModelConfig,
@@ -207,10 +212,11 @@ def rlvr_checkpoint(context: dg.AssetExecutionContext, config: RLVRConfig, duckd
     model_type = context.partition_key
     srl = latest_checkpoint(duckdb_store, "srl", model_type)
     domain, rules = rules_resource.load(model_type)
-    train_tasks, validation_tasks = rlvr_tasks(load_tasks(duckdb_store, model_type, "train"),
-                                               DynamicExampleGenerator(domain, rules), config.n_tasks,
+    stored = load_tasks(duckdb_store, model_type, "train")
+    train_tasks, validation_tasks = rlvr_tasks(stored, DynamicExampleGenerator(domain, rules), config.n_tasks,
                                                config.n_validation_tasks, config.task_seed)
-    rows = [{"prompt": prompt, "task": task_column(t), "role": role}
+    seen = {t.task_id for t in stored}  # tasks the warm start may have been fine-tuned on
+    rows = [{"prompt": prompt, "task": task_column(t), "role": role, "fresh": t.task_id not in seen}
             for role, tasks in (("train", train_tasks), ("validation", validation_tasks))
             for t, prompt in zip(tasks, policy_prompts(tasks, rules, training.policy_lore_k), strict=True)]
     algo_config = {"algorithm": config.algorithm, **getattr(config, config.algorithm).model_dump()}
@@ -222,6 +228,15 @@ def rlvr_checkpoint(context: dg.AssetExecutionContext, config: RLVRConfig, duckd
     metadata = {**child_meta, **checkpoint_metadata(info, summary), "algorithm": config.algorithm,
                 "prompts": len(train_tasks), "validation_tasks": len(validation_tasks),
                 "reward_curve": reward_curve(summary, "verifier_score", work_dir, f"RLVR verifier score ({model_type})")}
+    if summary.get("rounds"):  # rft: what each round sampled and kept
+        table = "\n".join(f"| {x['round']} | {x['tasks']} | {x['samples']} | {x['sample_pass_rate']:.3f} | "
+                          f"{x['sample_score_mean']:.3f} | {x['kept']} | {x['final_loss']:.4f} |" for x in summary["rounds"])
+        metadata["rft_rounds"] = dg.MetadataValue.md(
+            "| round | tasks | samples | sample pass rate | sample mean score | kept (verified) | final SFT loss |\n"
+            f"|---:|---:|---:|---:|---:|---:|---:|\n{table}")
+        metadata["kept_samples"] = int(summary["kept"])
+        metadata["loss_curve"] = curve_plot(summary["log"], ["loss"], work_dir / "loss.png",
+                                            f"RFT fine-tuning loss ({model_type})")
     if summary.get("validation"):
         table = "\n".join(f"| {p['step']} | {p['pass_rate']:.3f} | {p['score']:.3f} |" for p in summary["validation"])
         metadata["selected_step"] = summary["selected_step"]

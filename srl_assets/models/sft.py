@@ -35,12 +35,13 @@ def warm_start_sft(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, e
                    seed: int = 0, warmup_steps: int = 10, max_length: int | None = 1024,
                    report_to: list[str] | None = None, save_steps: int | None = None,
                    resume_from_checkpoint: str | None = None,
-                   logging_steps: int = 1) -> dict[str, Any]:
+                   logging_steps: int = 1, callbacks: list | None = None) -> dict[str, Any]:
     """Train ``model`` in place on ``examples`` (``{"prompt": ..., "completion": ...}``) for ``max_steps``.
 
     ``lr`` 1e-3 suits a freshly initialised tiny model; use ~1e-5 for a pretrained one. Intermediate
     checkpoints are written under ``out_dir`` only when ``save_steps`` is given; save the final model
-    with ``save_model``. ``report_to`` is ``[]`` by default (pass ``["wandb"]`` to track the run).
+    with ``save_model``. ``report_to`` is ``[]`` by default (pass ``["wandb"]`` to track the run);
+    ``callbacks`` are TrainerCallbacks (e.g. one that streams the log lines to Dagster Pipes).
 
     ``batch_size`` is the number of examples per step over all training processes (several under
     ``accelerate launch``). Returns ``initial_loss`` and ``final_loss`` (first and last logged training
@@ -81,7 +82,8 @@ def warm_start_sft(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, e
         ddp_find_unused_parameters=False,  # every weight of a causal LM takes part in the loss
     )
     dataset = Dataset.from_list([{"prompt": ex["prompt"], "completion": ex["completion"]} for ex in examples])
-    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
+    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
+                         callbacks=callbacks)
 
     started = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=resume_from_checkpoint)

@@ -1,5 +1,7 @@
 """Best-checkpoint selection on held-out validation tasks, as the SRL paper does (Deng et al., 2025).
 
+GRPO uses it as a Trainer callback; RFT calls ``measure_start`` and ``consider`` after each round.
+
 RL on a small policy is noisy: the verifier reward often dips for a while before it climbs, and the
 last step is not the best one. ``BestCheckpointSelector`` is a ``TrainerCallback`` that every
 ``eval_steps`` optimizer steps greedy-decodes a fixed set of validation tasks (train-split tasks the
@@ -101,23 +103,31 @@ class BestCheckpointSelector(TrainerCallback):
         self.history = [p for p in self.history if p.step != step] + [point]
         return point
 
-    def on_train_begin(self, args, state, control, model=None, **kwargs):
-        if not is_main_process():  # the main process validates and keeps the best weights for all
-            return control
-        if state.global_step == 0 and not any(p.step == 0 for p in self.history):
-            self.evaluate(model, 0)  # the starting point: shown, never selected
+    def measure_start(self, model) -> None:
+        """Validate the starting policy (step 0) once: shown on the curve, never selected."""
+        if is_main_process() and not any(p.step == 0 for p in self.history):
+            self.evaluate(model, 0)
             self._write_record()
-        return control
 
-    def on_step_end(self, args, state, control, model=None, **kwargs):
-        step = state.global_step
-        if not is_main_process() or (step % self.eval_steps and step != state.max_steps):
-            return control
+    def consider(self, model, step: int) -> ValidationPoint:
+        """Validate ``model`` at ``step``; keep its weights when it is the best trained step so far."""
         point = self.evaluate(model, step)
         if self.best is None or point.key() > self.best.key():
             self._save_weights(model)
             self.best = point
         self._write_record()
+        return point
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        # The main process validates and keeps the best weights for all.
+        if state.global_step == 0:
+            self.measure_start(model)
+        return control
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        step = state.global_step
+        if is_main_process() and (step % self.eval_steps == 0 or step == state.max_steps):
+            self.consider(model, step)
         return control
 
     def restore_best(self, model) -> ValidationPoint | None:

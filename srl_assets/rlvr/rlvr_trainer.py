@@ -1,8 +1,10 @@
 """RLVRTrainer: from the SRL checkpoint, reward = the Verifier's score on the final spec.
 
-Algorithms are registered by name: ``grpo`` (TRL GRPOTrainer, the default), ``ppo`` (the project's
-own PPOTrainer: TRL removed its PPO in 1.13) and ``dpo`` (TRL DPOTrainer on verifier-ranked pairs
-sampled from the SRL policy). Each takes the same inputs and returns the same summary.
+Algorithms are registered by name: ``grpo`` (TRL GRPOTrainer), ``ppo`` (the project's own
+PPOTrainer: TRL removed its PPO in 1.13), ``dpo`` (TRL DPOTrainer on verifier-ranked pairs sampled
+from the SRL policy) and ``rft`` (RFTTrainer: rejection-sampling fine-tuning on the policy's own
+verified samples, TRL SFTTrainer). Each takes the same inputs and returns the same summary.
+``RLVRTrainer``'s default is ``grpo``; which one the pipeline runs is the ``rlvr_checkpoint`` config.
 """
 
 from __future__ import annotations
@@ -23,8 +25,9 @@ from srl_assets.reward_normalizer import make_normalizer
 from srl_assets.rlvr.checkpoint_selection import BestCheckpointSelector
 from srl_assets.rlvr.dpo_trainer import DPOStageConfig, build_preference_pairs, sample_and_rank, train_dpo
 from srl_assets.rlvr.ppo_trainer import PPOConfig, PPOTrainer
+from srl_assets.rlvr.rft_trainer import RFTTrainer
 from srl_assets.rlvr.verifier_reward import make_verifier_reward_fn, parse_task_column
-from srl_assets.training.configs import GRPOStageConfig
+from srl_assets.training.configs import GRPOStageConfig, RFTConfig
 from srl_assets.training.grpo_common import (AdaptiveKLCallback, MetricsCallback,
                                              NormalizedReward, resume_point)
 from srl_assets.training.processes import world_size
@@ -33,7 +36,7 @@ from srl_assets.training.processes import world_size
 @dataclass
 class RLVRInputs:
     model_path: str
-    rows: list[dict[str, str]]  # {"prompt": task + lore, "task": task json}
+    rows: list[dict[str, Any]]  # {"prompt": task + lore, "task": task json[, "fresh": not a stored task]}
     verifier: Verifier
     work_dir: Path
     out_dir: Path
@@ -72,14 +75,8 @@ def _grpo(inputs: RLVRInputs, config: dict[str, Any]) -> dict[str, Any]:
                           args=cfg.trl_config(inputs.work_dir / "trainer", inputs.report_to, inputs.run_name),
                           train_dataset=Dataset.from_list(inputs.rows), callbacks=[metrics_cb, kl_cb])
     kl_cb.trainer = trainer
-    selector = None
-    if cfg.eval_steps:
-        if not inputs.validation:
-            raise ValueError("eval_steps > 0 needs validation tasks (RLVRInputs.validation is empty)")
-        selector = BestCheckpointSelector([r["prompt"] for r in inputs.validation],
-                                          [parse_task_column(r["task"]) for r in inputs.validation],
-                                          inputs.verifier, tokenizer, cfg.eval_steps, inputs.work_dir / "best",
-                                          max_new_tokens=cfg.max_completion_length)
+    selector = _selector(inputs, tokenizer, cfg.eval_steps, cfg.max_completion_length)
+    if selector is not None:
         trainer.add_callback(selector)
     resumed_from = resume_point(inputs.work_dir / "trainer")
     trainer.train(resume_from_checkpoint=resumed_from)
@@ -90,6 +87,28 @@ def _grpo(inputs: RLVRInputs, config: dict[str, Any]) -> dict[str, Any]:
             "processes": world_size(), "rollouts_per_step": trainer.args.generation_batch_size,
             "log": metrics_cb.logs, "kl_history": kl_cb.history, "raw_reward_history": reward.raw_history,
             "normalizer_stats": reward.normalizer.stats(), **(selector.summary() if selector else {})}
+
+
+def _selector(inputs: RLVRInputs, tokenizer, eval_steps: int, max_new_tokens: int) -> BestCheckpointSelector | None:
+    """Best-checkpoint selection on the validation tasks (None when ``eval_steps`` is 0)."""
+    if not eval_steps:
+        return None
+    if not inputs.validation:
+        raise ValueError("eval_steps > 0 needs validation tasks (RLVRInputs.validation is empty)")
+    return BestCheckpointSelector([r["prompt"] for r in inputs.validation],
+                                  [parse_task_column(r["task"]) for r in inputs.validation],
+                                  inputs.verifier, tokenizer, eval_steps, inputs.work_dir / "best",
+                                  max_new_tokens=max_new_tokens)
+
+
+@register_algorithm("rft")
+def _rft(inputs: RLVRInputs, config: dict[str, Any]) -> dict[str, Any]:
+    """Rejection-sampling fine-tuning; with validation tasks the best round is published."""
+    cfg = RFTConfig(**config)
+    make_selector = (lambda tokenizer: _selector(inputs, tokenizer, cfg.sft_steps, cfg.max_new_tokens)) \
+        if inputs.validation else None
+    return RFTTrainer(cfg, inputs.verifier).train(inputs.model_path, inputs.rows, inputs.work_dir, inputs.out_dir,
+                                                  inputs.report_to, inputs.on_log, make_selector)
 
 
 @register_algorithm("ppo")

@@ -16,8 +16,8 @@ curve in the summary cover the main process's share of each step's rollouts (TRL
 process rolls out whole groups. DPO samples and ranks its preference pairs in every process (with
 the same seed); its training on them is what splits.
 
-Stages that TRL does not split (the step rollouts, evaluation and the project's own PPO) run in one
-process: ``TrainingResource`` launches them without accelerate, and ``run_stage`` refuses them under
+Stages that TRL does not split (the step rollouts, evaluation, the project's own PPO, and RFT, whose
+sampling would be repeated in every process) run in one process: ``TrainingResource`` launches them without accelerate, and ``run_stage`` refuses them under
 a multi-process launcher rather than run the same work N times.
 """
 
