@@ -100,18 +100,24 @@ def test_no_verified_sample_is_a_clear_error(tmp_path, monkeypatch, base_path, p
     assert not (tmp_path / "o" / "model.safetensors").exists()
 
 
-def test_rft_runs_rounds_and_publishes_the_best_validated_round(tmp_path, base_path, plant_data):
+@pytest.mark.parametrize("rounds,validated", [(2, [0, 2, 4]), (1, None)])
+def test_rft_runs_rounds_and_publishes_the_best_validated_round(tmp_path, base_path, plant_data, rounds, validated):
+    """Two rounds: the start and both rounds are validated and a round is published. One round: nothing
+    to choose between (the start is never published), so no validation is spent."""
     rows = _rlvr_rows(plant_data)
     rows = [{**r, "role": "train"} for r in rows[:6]] + [{**r, "role": "validation"} for r in rows[6:]]
-    spec = _spec(tmp_path, "rlvr", rows, {**RFT_TINY, "rounds": 2}, base_path)
+    spec = _spec(tmp_path, "rlvr", rows, {**RFT_TINY, "rounds": rounds}, base_path)
     summary = run_stage(spec, lambda row: None)
     from srl_assets.training.child import _write_summary
     _write_summary(spec, summary)
-    assert summary["algorithm"] == "rft" and summary["steps"] == 4
-    assert [r["round"] for r in summary["rounds"]] == [0, 1] and summary["kept"] == 4
-    assert [p["step"] for p in summary["validation"]] == [0, 2, 4]
-    assert summary["selected_step"] in (2, 4)
-    assert (Path(spec["work_dir"]) / "round-0" / "model" / "config.json").is_file()  # a retry starts at round 1
+    assert summary["algorithm"] == "rft" and summary["steps"] == 2 * rounds
+    assert [r["round"] for r in summary["rounds"]] == list(range(rounds)) and summary["kept"] == 2 * rounds
+    if validated:
+        assert [p["step"] for p in summary["validation"]] == validated
+        assert summary["selected_step"] in validated[1:]
+        assert (Path(spec["work_dir"]) / "round-0" / "model" / "config.json").is_file()  # a retry starts at round 1
+    else:
+        assert "validation" not in summary and not (Path(spec["work_dir"]) / "round-0" / "model").exists()
     _reloads_and_generates(spec["out_dir"])
 
 

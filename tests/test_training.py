@@ -110,6 +110,8 @@ def test_srl_with_adaptive_kl_changes_the_loss_coefficient(tmp_path, base_path, 
     ("grpo", {**GRPO_TINY, "max_completion_length": 40}),
     ("ppo", {"num_steps": 2, "batch_size": 2, "ppo_epochs": 1, "max_new_tokens": 16, "learning_rate": 1e-3}),
     ("dpo", {"max_steps": 2, "samples_per_prompt": 2, "batch_size": 2, "max_new_tokens": 40, "min_margin": -1.0}),
+    ("rft", {"prompts_per_round": 2, "samples_per_prompt": 2, "max_new_tokens": 24, "min_score": 0.0,
+             "sft_steps": 2, "batch_size": 2}),
 ])
 def test_each_rlvr_algorithm_trains_and_reloads(tmp_path, base_path, plant_data, algorithm, config):
     spec = _spec(tmp_path, "rlvr", _rlvr_rows(plant_data), {"algorithm": algorithm, **config}, base_path)

@@ -47,7 +47,7 @@ class BaseModelConfig(dg.Config):
     sft_trajectories: int = Field(default=160, description="Expert trajectories in the warm-start slice.")
     sft_step_fraction: float = Field(default=0.25, description="Step-format examples (SRL's think + one step) "
                                      "added per slice trajectory, so the policy knows the SRL format.")
-    sft_steps: int = Field(default=1000, description="Warm-start SFT steps (0 = none): short on purpose, so "
+    sft_steps: int = Field(default=850, description="Warm-start SFT steps (0 = none): short on purpose, so "
                            "the base passes sometimes and the RL stages have something to improve.")
     sft_lr: float = Field(default=3e-3, description="Warm-start learning rate (~1e-5 for a pretrained model).")
     save_steps: int = Field(default=250, description="Intermediate SFT checkpoint interval (a retried op resumes).")
@@ -204,8 +204,8 @@ def srl_checkpoint(context: dg.AssetExecutionContext, config: SRLConfig, duckdb_
 
 @dg.asset(partitions_def=model_type_partitions, deps=["srl_checkpoint", "task_examples"], group_name="training",
           pool="gpu", kinds={"pytorch"}, retry_policy=TRAINING_RETRY, description="RLVR from the SRL checkpoint: reward = the verifier's "
-          "score on the final spec (GRPO, the project's PPO, or DPO on verifier-ranked pairs); GRPO publishes the "
-          "step that does best on validation tasks.")
+          "verdict on the final spec (RFT on the policy's own verified samples by default; GRPO, the project's PPO, "
+          "or DPO on verifier-ranked pairs); RFT and GRPO publish the round or step that does best on validation tasks.")
 def rlvr_checkpoint(context: dg.AssetExecutionContext, config: RLVRConfig, duckdb_store: DuckDBStore,
                     rules_resource: RulesResource, checkpoint_store: CheckpointStore, training: TrainingResource,
                     wandb: WandbResource, pipes_subprocess_client: dg.PipesSubprocessClient) -> dg.MaterializeResult:

@@ -103,10 +103,11 @@ def _selector(inputs: RLVRInputs, tokenizer, eval_steps: int, max_new_tokens: in
 
 @register_algorithm("rft")
 def _rft(inputs: RLVRInputs, config: dict[str, Any]) -> dict[str, Any]:
-    """Rejection-sampling fine-tuning; with validation tasks the best round is published."""
+    """Rejection-sampling fine-tuning. With several rounds and validation tasks, the best round is
+    published; one round leaves nothing to choose (the start is never published), so it validates nothing."""
     cfg = RFTConfig(**config)
     make_selector = (lambda tokenizer: _selector(inputs, tokenizer, cfg.sft_steps, cfg.max_new_tokens)) \
-        if inputs.validation else None
+        if inputs.validation and cfg.rounds > 1 else None
     return RFTTrainer(cfg, inputs.verifier).train(inputs.model_path, inputs.rows, inputs.work_dir, inputs.out_dir,
                                                   inputs.report_to, inputs.on_log, make_selector)
 
