@@ -1,6 +1,6 @@
 """How much RLVR does the embedded tiny default need to beat its base model?
 
-Runs the RLVR stage (the same child-process stage the `rlvr_checkpoint` asset runs) from the base
+Runs the RLVR stage (GRPO by default; ``--algorithm rft`` runs rejection-sampling fine-tuning) (the same child-process stage the `rlvr_checkpoint` asset runs) from the base
 checkpoint that `make demo` published for one model type, on fresh train-split tasks, then greedy-
 evaluates the base and the RLVR model on the same fresh held-out tasks. Not a test: minutes per run.
 
@@ -8,6 +8,7 @@ evaluates the base and the RLVR model on the same fresh held-out tasks. Not a te
     .venv/bin/python benchmarks/rlvr_budget.py plant --steps 100 --lr 4e-4
     .venv/bin/python benchmarks/rlvr_budget.py tree --steps 32 --lr 3e-4 --n-eval 200
     .venv/bin/python benchmarks/rlvr_budget.py tree --steps 48 --temperature 1.2 --eval-temperature 0.7
+    .venv/bin/python benchmarks/rlvr_budget.py plant --algorithm rft --rft-prompts 320 --steps 150 --lr 1e-3
 
 Its last lines are JSON: base and RLVR (pass rate, mean score on the held-out tasks; greedy, then
 sampled at --eval-temperature when given), then the RLVR stage's steps, samples, wall time and the
@@ -39,6 +40,11 @@ from srl_assets.training.stages import read_rows, run_stage, write_rows
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model_type")
+    parser.add_argument("--algorithm", choices=["grpo", "rft"], default="grpo",
+                        help="rft: --steps are fine-tuning steps per round, --lr its learning rate")
+    parser.add_argument("--rft-prompts", type=int, default=320, help="rft: tasks sampled per round")
+    parser.add_argument("--rft-samples", type=int, default=4, help="rft: samples per task")
+    parser.add_argument("--rft-rounds", type=int, default=1)
     parser.add_argument("--steps", type=int, default=32)
     parser.add_argument("--lr", type=float, default=3e-4)
     parser.add_argument("--prompts-per-step", type=int, default=8)
@@ -60,7 +66,9 @@ def main() -> None:
         raise SystemExit(f"{exc} (run `make demo` first)") from None
     rules = RulesIntegration().load(mt)
     generator = DynamicExampleGenerator(get_domain(mt), rules)
-    train, _ = rlvr_tasks(load_tasks(store, mt, "train"), generator, args.n_tasks, 0, seed=0)
+    stored = load_tasks(store, mt, "train")
+    seen = {t.task_id for t in stored}  # as the rlvr_checkpoint asset marks them: RFT samples fresh tasks first
+    train, _ = rlvr_tasks(stored, generator, args.n_tasks, 0, seed=0)
     held_out = generator.generate(args.n_eval, "eval", args.eval_seed)
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -74,11 +82,18 @@ def main() -> None:
             return {**run_stage(spec, lambda row: None), "out_dir": spec["out_dir"]}
 
         t0 = time.perf_counter()
-        rlvr = stage("rlvr", [{"prompt": task_prompt(t.prompt, ""), "task": task_column(t)} for t in train],
-                     {"algorithm": "grpo", "max_steps": args.steps, "learning_rate": args.lr, "warmup_ratio": 0.1,
+        rows = [{"prompt": task_prompt(t.prompt, ""), "task": task_column(t), "fresh": t.task_id not in seen}
+                for t in train]
+        if args.algorithm == "rft":
+            config = {"algorithm": "rft", "rounds": args.rft_rounds, "prompts_per_round": args.rft_prompts,
+                      "samples_per_prompt": args.rft_samples, "temperature": args.temperature,
+                      "sft_steps": args.steps, "learning_rate": args.lr, "save_steps": args.steps}
+        else:
+            config = {"algorithm": "grpo", "max_steps": args.steps, "learning_rate": args.lr, "warmup_ratio": 0.1,
                       "prompts_per_step": args.prompts_per_step, "num_generations": args.num_generations,
                       "temperature": args.temperature, "beta": args.beta, "max_completion_length": 320,
-                      "save_steps": args.steps}, base)
+                      "save_steps": args.steps}
+        rlvr = stage("rlvr", rows, config, base)
         seconds = time.perf_counter() - t0
         eval_rows = [{"task": t.to_row(), "prompt": task_prompt(t.prompt, "")} for t in held_out]
         temperatures = [0.0] + ([args.eval_temperature] if args.eval_temperature > 0 else [])
@@ -93,9 +108,13 @@ def main() -> None:
             print(json.dumps({"model_type": mt, "candidate": candidate, "eval_temperature": temperature,
                               "n": len(mine), "pass_rate": round(sum(r["passed"] for r in mine) / len(mine), 3),
                               "mean_score": round(sum(r["score"] for r in mine) / len(mine), 3)}))
-    entropy = [row["entropy"] for row in rlvr.get("log", []) if "entropy" in row]
+    # GRPO logs the rollouts' entropy; RFT's SFT logs the entropy on its kept samples, which says less.
+    entropy = [row["entropy"] for row in rlvr.get("log", []) if "entropy" in row] if args.algorithm == "grpo" else []
     quarter = max(1, len(entropy) // 4)
-    print(json.dumps({"rlvr_steps": args.steps, "samples": args.steps * args.prompts_per_step * args.num_generations,
+    samples = (args.rft_rounds * args.rft_prompts * args.rft_samples if args.algorithm == "rft"
+               else args.steps * args.prompts_per_step * args.num_generations)
+    print(json.dumps({"algorithm": args.algorithm, "rlvr_steps": args.steps, "samples": samples,
+                      "kept": rlvr.get("kept"),
                       "rlvr_seconds": round(seconds), "rollout_temperature": args.temperature,
                       "entropy_first_quarter": round(sum(entropy[:quarter]) / quarter, 4) if entropy else None,
                       "entropy_last_quarter": round(sum(entropy[-quarter:]) / quarter, 4) if entropy else None}))

@@ -53,8 +53,18 @@ def test_fresh_tasks_come_first_in_a_seeded_order():
     assert sorted(r["prompt"] for r in ordered) == sorted(r["prompt"] for r in rows)
 
 
+@pytest.mark.parametrize("kept,steps", [
+    (270, 150),  # case: many kept samples: sft_steps (150 steps of 8 = 4.4 passes)
+    (22, 28),    # case: few: ten passes, ceil(10 * 22 / 8)
+    (1, 2),      # case: one sample still gets its ten passes, in two steps of 8
+])
+def test_a_round_fine_tunes_at_most_max_epochs_passes(kept, steps):
+    assert RFTConfig(sft_steps=150, max_epochs=10.0, batch_size=8).round_steps(kept) == steps
+
+
 @pytest.mark.parametrize("field,value", [("rounds", 0), ("prompts_per_round", 0), ("sft_steps", 0),
-                                         ("min_score", 1.5), ("samples_per_prompt", 0), ("top_p", 0.0)])
+                                         ("min_score", 1.5), ("samples_per_prompt", 0), ("top_p", 0.0),
+                                         ("max_epochs", 0.0)])
 def test_a_bad_config_value_is_refused_by_name(field, value):
     with pytest.raises(ValueError, match=field):
         RFTConfig(**{field: value})
@@ -87,7 +97,8 @@ def test_fine_tunes_on_exactly_the_samples_that_pass_the_verifier(tmp_path, monk
     summary = RFTTrainer(cfg, verifier).train(base_path, rows, tmp_path / "work", tmp_path / "out", [])
     assert seen["examples"] == [{"prompt": rows[0]["prompt"], "completion": good}]
     assert summary["rounds"] == [{"round": 0, "samples": 4, "tasks": 2, "kept": 1, "sample_pass_rate": 0.5,
-                                  "sample_score_mean": pytest.approx((2.0 + 2 * bad_score) / 4), "final_loss": 0.5}]
+                                  "sample_score_mean": pytest.approx((2.0 + 2 * bad_score) / 4), "final_loss": 0.5,
+                                  "steps": 2}]  # ten passes over one sample in batches of 8: 2 of the 3 steps
     assert summary["raw_reward_history"] == [summary["rounds"][0]["sample_score_mean"]]
 
 
@@ -122,7 +133,7 @@ def test_rft_runs_rounds_and_publishes_the_best_validated_round(tmp_path, base_p
 
 
 def test_killed_rft_child_resumes_without_sampling_again(tmp_path, base_path, plant_data):
-    config = {**RFT_TINY, "sft_steps": 80, "save_steps": 2}
+    config = {**RFT_TINY, "sft_steps": 80, "save_steps": 2, "max_epochs": 1000.0}
     spec = _spec(tmp_path, "rlvr", _rlvr_rows(plant_data), config, base_path)
     samples = Path(spec["work_dir"]) / "round-0" / "samples.jsonl"
     first = {}

@@ -47,7 +47,7 @@ class BaseModelConfig(dg.Config):
     sft_trajectories: int = Field(default=160, description="Expert trajectories in the warm-start slice.")
     sft_step_fraction: float = Field(default=0.25, description="Step-format examples (SRL's think + one step) "
                                      "added per slice trajectory, so the policy knows the SRL format.")
-    sft_steps: int = Field(default=850, description="Warm-start SFT steps (0 = none): short on purpose, so "
+    sft_steps: int = Field(default=1000, description="Warm-start SFT steps (0 = none): short on purpose, so "
                            "the base passes sometimes and the RL stages have something to improve.")
     sft_lr: float = Field(default=3e-3, description="Warm-start learning rate (~1e-5 for a pretrained model).")
     save_steps: int = Field(default=250, description="Intermediate SFT checkpoint interval (a retried op resumes).")
@@ -56,7 +56,7 @@ class BaseModelConfig(dg.Config):
 
 
 class NormalizedRewardsConfig(dg.Config):
-    target_prompts: int = Field(default=24, description="Informative step prompts to keep.")
+    target_prompts: int = Field(default=16, description="Informative step prompts to keep.")
     num_generations: int = Field(default=4, description="Rollouts per prompt.")
     max_completion_length: int = Field(default=80, description="Tokens per rollout.")
     temperature: float = Field(default=0.7, description="Rollout sampling temperature (the paper uses 1.0; an "
@@ -69,7 +69,7 @@ class NormalizedRewardsConfig(dg.Config):
 
 
 SRLConfig = config_from_dataclass(GRPOStageConfig, "SRLConfig", defaults={
-    "max_steps": 12, "learning_rate": 5e-5, "max_completion_length": 80, "temperature": 0.7})
+    "max_steps": 8, "learning_rate": 5e-5, "max_completion_length": 80, "temperature": 0.7})
 _GRPOForRLVR = config_from_dataclass(GRPOStageConfig, "RLVRGRPOConfig", defaults={
     "max_steps": 24, "learning_rate": 3e-4, "warmup_ratio": 0.1, "beta": 0.05, "max_completion_length": 320,
     "prompts_per_step": 8, "num_generations": 8, "temperature": 0.7, "eval_steps": 8})

@@ -144,30 +144,32 @@ class RFTTrainer:
             stats = {"round": r, "samples": len(samples), "sample_score_mean": statistics.fmean(scores),
                      "sample_pass_rate": sum(s.passed for s in samples) / len(samples),
                      "tasks": len(samples) // cfg.samples_per_prompt, "kept": len(kept)}
+            done = sum(x["steps"] for x in rounds)  # fine-tuning steps of the earlier rounds
             if on_log is not None:
-                on_log({"step": r * cfg.sft_steps, **stats})
+                on_log({"step": done, **stats})
             if not kept:
                 raise ValueError(f"RFT round {r}: none of {len(samples)} samples reached min_score "
                                  f"{cfg.min_score}; lower min_score or raise samples_per_prompt")
             sft_dir = round_dir / "sft"
             checkpoint = resume_point(sft_dir)
             resumed_from = checkpoint or resumed_from
+            stats["steps"] = cfg.round_steps(len(kept))
             result = warm_start_sft(model, tokenizer, [{"prompt": s.prompt, "completion": s.completion.strip()}
                                                        for s in kept],
-                                    sft_dir, max_steps=cfg.sft_steps, lr=cfg.learning_rate,
+                                    sft_dir, max_steps=stats["steps"], lr=cfg.learning_rate,
                                     batch_size=cfg.batch_size, seed=cfg.seed + r, warmup_steps=5,
                                     report_to=report_to, save_steps=cfg.save_steps,
                                     resume_from_checkpoint=checkpoint, callbacks=[metrics])
             stats["final_loss"] = result["final_loss"]
             rounds.append(stats)
             if selector is not None:
-                selector.consider(model, (r + 1) * cfg.sft_steps)
+                selector.consider(model, done + stats["steps"])
             if r + 1 < cfg.rounds:
                 self._save_round(model, tokenizer, round_dir, rounds)
         if selector is not None:
             selector.restore_best(model)
         save_model(model, tokenizer, out_dir)
-        return {"config": asdict(cfg), "resumed_from": resumed_from, "steps": cfg.rounds * cfg.sft_steps,
+        return {"config": asdict(cfg), "resumed_from": resumed_from, "steps": sum(x["steps"] for x in rounds),
                 "processes": 1, "rounds": rounds, "log": metrics.logs,
                 "kept": sum(x["kept"] for x in rounds),
                 "raw_reward_history": [x["sample_score_mean"] for x in rounds],
