@@ -8,6 +8,10 @@ export TRANSFORMERS_OFFLINE := 1
 export WANDB_MODE ?= offline
 export WANDB_SILENT := true
 export TOKENIZERS_PARALLELISM := false
+# Keep freed tensor memory in the heap instead of unmapping and re-faulting it every step (see MALLOC_ENV in
+# srl_assets/assets/training_support.py, which sets the same for every training child).
+export MALLOC_MMAP_THRESHOLD_ := 33554432
+export MALLOC_TRIM_THRESHOLD_ := 1073741824
 export VIRTUAL_ENV := $(CURDIR)/$(VENV)
 
 .PHONY: setup demo test check ui clean

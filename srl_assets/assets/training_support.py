@@ -21,6 +21,12 @@ from srl_assets.training.stages import write_rows
 
 CHECKPOINTS_TABLE = "checkpoints"
 
+# glibc malloc hands the freed memory of every step's large tensors back to the kernel and faults it in
+# again on the next step (half the CPU time went to the kernel); keeping it in the heap made SFT steps
+# ~30% faster and sampling ~25% faster on the 2-core default (README, Runtime choices). A value already
+# in the environment wins. 32 MiB is the largest mmap threshold glibc accepts on 64-bit.
+MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "33554432", "MALLOC_TRIM_THRESHOLD_": "1073741824"}
+
 
 def run_child(context: dg.AssetExecutionContext, pipes: dg.PipesSubprocessClient, training: TrainingResource,
               wandb: WandbResource, stage: str, rows: list[dict[str, Any]], config: dict[str, Any],
@@ -39,7 +45,7 @@ def run_child(context: dg.AssetExecutionContext, pipes: dg.PipesSubprocessClient
             "model_path": model_path, "report_to": report_to}
     (work_dir / "spec.json").write_text(json.dumps(spec))
     env = {"HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"), "TOKENIZERS_PARALLELISM": "false",
-           "PYTHONUNBUFFERED": "1", **wandb.run_env()}
+           "PYTHONUNBUFFERED": "1", **{k: os.environ.get(k, v) for k, v in MALLOC_ENV.items()}, **wandb.run_env()}
     context.log.info(f"{stage}/{model_type}: child in {work_dir}")
     invocation = pipes.run(command=[*training.command(stage, config), "--spec", str(work_dir / "spec.json")],
                            context=context, extras={"job": spec}, env=env)

@@ -155,7 +155,7 @@ class RFTConfig:
 
     rounds: int = field(default=1, metadata={"help": "Sample -> filter -> fine-tune rounds; each round "
                                                        "samples from the policy the previous one trained."})
-    prompts_per_round: int = field(default=320, metadata={"help": "Training tasks sampled per round (fresh "
+    prompts_per_round: int = field(default=400, metadata={"help": "Training tasks sampled per round (fresh "
                                                                     "tasks first). More tasks give more, and "
                                                                     "more varied, verified trajectories."})
     samples_per_prompt: int = field(default=4, metadata={"help": "Trajectories sampled per task; a task "
