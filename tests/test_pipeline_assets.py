@@ -2,6 +2,7 @@
 settings: every asset materializes, checkpoints are published with their metadata, the report
 has pass rates for base, SRL and RLVR, and the checkpoint catalog points at complete checkpoints."""
 
+import copy
 import json
 
 import dagster as dg
@@ -47,7 +48,7 @@ def _materialize_chain(tmp_path, partition_key, rlvr_algorithm=None):
         "pipes_subprocess_client": dg.PipesSubprocessClient(),
     }
     with dg.instance_for_test() as instance:
-        run_config = json.loads(json.dumps(RUN_CONFIG))
+        run_config = copy.deepcopy(RUN_CONFIG)
         if rlvr_algorithm:
             run_config["ops"]["rlvr_checkpoint"]["config"]["algorithm"] = rlvr_algorithm
         result = dg.materialize(all_assets, partition_key=partition_key, resources=resources, instance=instance,

@@ -127,6 +127,11 @@ def test_rft_runs_rounds_and_publishes_the_best_validated_round(tmp_path, base_p
         assert [p["step"] for p in summary["validation"]] == validated
         assert summary["selected_step"] in validated[1:]
         assert (Path(spec["work_dir"]) / "round-0" / "model" / "config.json").is_file()  # a retry starts at round 1
+        # A retry starts from round 0's saved model: round 0 is not sampled again (its samples file stays gone).
+        (Path(spec["work_dir"]) / "round-0" / "samples.jsonl").unlink()
+        again = run_stage(spec, lambda row: None)
+        assert not (Path(spec["work_dir"]) / "round-0" / "samples.jsonl").exists()
+        assert again["rounds"][0] == summary["rounds"][0] and again["validation"] == summary["validation"]
     else:
         assert "validation" not in summary and not (Path(spec["work_dir"]) / "round-0" / "model").exists()
     _reloads_and_generates(spec["out_dir"])

@@ -35,6 +35,7 @@ from srl_assets.prompts import strip_think
 from srl_assets.rlvr.verifier_reward import parse_task_column
 from srl_assets.training.configs import RFTConfig
 from srl_assets.training.grpo_common import MetricsCallback, resume_point
+from srl_assets.training.stages import read_rows, write_rows
 
 
 @dataclass(frozen=True)
@@ -72,14 +73,6 @@ def order_rows(rows: list[dict[str, Any]], seed: int) -> list[dict[str, Any]]:
     return fresh + seen
 
 
-def _write_jsonl_atomic(path: Path, rows: list[dict[str, Any]]) -> None:
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        for row in rows:
-            fh.write(json.dumps(row) + "\n")
-    os.replace(tmp, path)
-
-
 class RFTTrainer:
     def __init__(self, config: RFTConfig, verifier: Verifier):
         self.config = config
@@ -113,32 +106,31 @@ class RFTTrainer:
             raise ValueError(f"RFT needs rounds * prompts_per_round = {need} training tasks, got {len(rows)}: "
                              "raise n_tasks or lower prompts_per_round")
         ordered = order_rows(rows, cfg.seed)
-        model, tokenizer = load_model(model_path)
-        selector = make_selector(tokenizer) if make_selector is not None else None
-        if selector is not None:
-            selector.measure_start(model)
-        metrics = MetricsCallback(on_log)
         rounds: list[dict[str, Any]] = []
         resumed_from = None
         start_round = 0
         # A retried op skips the rounds that another round followed and that finished their model.
         for r in range(cfg.rounds - 1, -1, -1):
             if (work_dir / f"round-{r}" / "model" / "config.json").is_file():
-                model, tokenizer = load_model(work_dir / f"round-{r}" / "model")
                 rounds = json.loads((work_dir / f"round-{r}" / "model" / "rounds.json").read_text())
                 start_round, resumed_from = r + 1, str(work_dir / f"round-{r}" / "model")
                 break
+        model, tokenizer = load_model(resumed_from or model_path)
+        selector = make_selector(tokenizer) if make_selector is not None else None
+        if selector is not None and start_round == 0:  # a resumed run kept the start's validation on disk
+            selector.measure_start(model)
+        metrics = MetricsCallback(on_log)
         for r in range(start_round, cfg.rounds):
             round_dir = work_dir / f"round-{r}"
             round_dir.mkdir(parents=True, exist_ok=True)
             samples_file = round_dir / "samples.jsonl"
             if samples_file.is_file():
-                samples = [VerifiedSample(**json.loads(line)) for line in samples_file.read_text().splitlines()]
+                samples = [VerifiedSample(**row) for row in read_rows(samples_file)]
                 resumed_from = resumed_from or str(samples_file)
             else:
                 tasks = ordered[r * cfg.prompts_per_round:(r + 1) * cfg.prompts_per_round]
                 samples = self.sample(model, tokenizer, tasks, seed=cfg.seed + r)
-                _write_jsonl_atomic(samples_file, [asdict(s) for s in samples])
+                write_rows(samples_file, [asdict(s) for s in samples])
             kept = select_samples(samples, cfg.min_score)
             scores = [s.score for s in samples]
             stats = {"round": r, "samples": len(samples), "sample_score_mean": statistics.fmean(scores),

@@ -11,6 +11,7 @@ Job spec keys (all stages): ``stage``, ``model_type``, ``rules_dir`` (null = pac
 from __future__ import annotations
 
 import json
+import os
 import statistics
 from pathlib import Path
 from typing import Any, Callable
@@ -33,9 +34,13 @@ def read_rows(path: str | Path) -> list[dict[str, Any]]:
 
 
 def write_rows(path: str | Path, rows: list[dict[str, Any]]) -> None:
-    with open(path, "w", encoding="utf-8") as fh:
+    """JSON lines, written aside and renamed: a reader (or a retry) never sees half a file."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
         for row in rows:
             fh.write(json.dumps(row) + "\n")
+    os.replace(tmp, path)
 
 
 def _verifier(spec: dict[str, Any]) -> Verifier:
