@@ -14,7 +14,7 @@ export MALLOC_MMAP_THRESHOLD_ := 33554432
 export MALLOC_TRIM_THRESHOLD_ := 1073741824
 export VIRTUAL_ENV := $(CURDIR)/$(VENV)
 
-.PHONY: setup demo test check ui clean
+.PHONY: setup demo test check ui serve clean
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,13 @@ test: check
 
 ui: setup
 	$(BIN)/dagster dev -w workspace.yaml
+
+# The serving API (FastAPI): keys from SRL_API_KEYS (`key` or `key:train`, comma-separated).
+SRL_API_HOST ?= 127.0.0.1
+SRL_API_PORT ?= 8000
+export SRL_API_HOST SRL_API_PORT
+serve: setup
+	$(BIN)/uvicorn --factory srl_assets.serving.app:create_app --host $(SRL_API_HOST) --port $(SRL_API_PORT)
 
 clean:
 	rm -rf $(DAGSTER_HOME)

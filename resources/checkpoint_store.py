@@ -669,3 +669,54 @@ def _relative_files(objects: dict[str, int], base_slash: str) -> dict[str, int]:
         for k, size in objects.items()
         if k.startswith(base_slash) and not k.endswith("/") and k[len(base_slash) :] != MANIFEST_NAME
     }
+
+
+# ---------------------------------------------------------------------------------------------
+# From a URI (the SRL_CHECKPOINT_URI setting, and what a training child is told)
+# ---------------------------------------------------------------------------------------------
+
+
+def checkpoint_store_from_uri(uri: str) -> CheckpointStore:
+    """``s3://bucket[/prefix]`` -> ``S3CheckpointStore``; anything else (a folder path or
+    ``file://`` URI) -> ``LocalCheckpointStore``.
+
+    The S3 store carries no credentials, region or endpoint in its config: boto3 reads them from the
+    standard AWS variables (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``,
+    ``AWS_PROFILE``, ``AWS_REGION``/``AWS_DEFAULT_REGION``, ``AWS_ENDPOINT_URL``/``AWS_ENDPOINT_URL_S3``,
+    an instance or pod role), so no secret is ever part of a resource's config.
+
+    >>> checkpoint_store_from_uri("s3://models/srl").prefix
+    'srl'
+    >>> checkpoint_store_from_uri("/data/checkpoints").root
+    '/data/checkpoints'
+    """
+    if not uri:
+        raise ValueError("checkpoint URI is empty: give a folder or s3://bucket/prefix")
+    if uri.startswith("s3://"):
+        bucket, _, prefix = uri[len("s3://"):].partition("/")
+        if not bucket:
+            raise ValueError(f"checkpoint URI {uri!r} names no bucket: expected s3://bucket/prefix")
+        return S3CheckpointStore(bucket=bucket, prefix=prefix.strip("/"), s3=S3Resource())
+    if "://" in uri and not uri.startswith("file://"):
+        raise ValueError(f"checkpoint URI {uri!r}: only a folder, file:// or s3:// is supported")
+    return LocalCheckpointStore(root=uri[len("file://"):] if uri.startswith("file://") else uri)
+
+
+def store_uri(store: CheckpointStore) -> str:
+    """The URI that ``checkpoint_store_from_uri`` turns back into an equivalent store."""
+    if isinstance(store, S3CheckpointStore):
+        return f"s3://{store.bucket}/{store.prefix.strip('/')}".rstrip("/")
+    if isinstance(store, LocalCheckpointStore):
+        return str(Path(store.root).absolute())
+    raise TypeError(f"no URI form for checkpoint store {type(store).__name__}")
+
+
+def key_of_uri(store: CheckpointStore, uri: str) -> str | None:
+    """The key of ``uri`` (as ``store.uri(key)`` gives it) in ``store``, or None if it lies elsewhere."""
+    if isinstance(store, S3CheckpointStore):
+        base = f"s3://{store.bucket}/" + (f"{store.prefix.strip('/')}/" if store.prefix.strip("/") else "")
+        return uri[len(base):] if uri.startswith(base) else None
+    if isinstance(store, LocalCheckpointStore):
+        base = Path(store.root).absolute().as_uri() + "/"
+        return uri[len(base):] if uri.startswith(base) else None
+    return None

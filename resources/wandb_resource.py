@@ -24,6 +24,8 @@ class WandbResource(dg.ConfigurableResource):
     """Experiment tracking with wandb. Wire the key as ``api_key=dg.EnvVar("WANDB_API_KEY")``."""
 
     project: str = Field(default="srl-platform", description="wandb project that runs are logged to.")
+    entity: str | None = Field(default=None, description="wandb team or user that owns the project "
+                               "(empty = the key's default entity).")
     mode: str = Field(
         default="offline",
         description=(
@@ -50,6 +52,7 @@ class WandbResource(dg.ConfigurableResource):
     def __repr_args__(self) -> Iterator[tuple[str, Any]]:
         # the key itself never appears; only whether one is set
         yield "project", self.project
+        yield "entity", self.entity
         yield "mode", self.mode
         yield "api_key", "<set>" if self.api_key else None
         yield "dir", self.dir
@@ -71,6 +74,8 @@ class WandbResource(dg.ConfigurableResource):
             "WANDB_PROJECT": self.project,
             "WANDB_DIR": self._abs_dir(),
         }
+        if self.entity:
+            env["WANDB_ENTITY"] = self.entity
         key = self._online_key()
         if key is not None:
             env["WANDB_API_KEY"] = key
@@ -93,6 +98,7 @@ class WandbResource(dg.ConfigurableResource):
         )
         return wandb.init(
             project=self.project,
+            entity=self.entity,
             name=run_name,
             group=group,
             config=config,

@@ -2,8 +2,9 @@
 
 Each tick loads every model type's rules (validated) and compares their version with the data
 version of the last ``rules`` materialization. A different version means the files changed: the
-partition's downstream assets are now stale, and a run of the pipeline for that partition is
-requested (run key = the new version, so each version triggers once).
+partition's downstream assets are now stale, and a run of the whole pipeline for that partition is
+requested (run key = the new version, so each version triggers once), with the run config of the
+partition's last successful run.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import dagster as dg
 
 from resources.rules import RulesResource
+from sensors.weakness_sensor import last_run_config
 from srl_assets.domains import MODEL_TYPES
 from srl_assets.domains.base import RulesError
 
@@ -44,7 +46,9 @@ def build_rules_change_sensor(job: dg.UnresolvedAssetJobDefinition, minimum_inte
         if not changed:
             return dg.SkipReason("rules unchanged since their last materialization"
                                  + (f"; {len(errors)} invalid rules file(s)" if errors else ""))
+        # The partition's own settings (a real base model, its presets), rebuilt from the start.
         return [dg.RunRequest(run_key=f"rules-{model_type}-{version}", partition_key=model_type,
+                              run_config=last_run_config(context.instance, model_type),
                               tags={"srl/trigger": "rules_change", "srl/rules_version": version})
                 for model_type, version in changed.items()]
 

@@ -13,9 +13,19 @@ by 10 % per check up to 15 s) is already computed per waiting step; the method o
 the time left until the earliest of those checks. Upstream saw it (dagster-io/dagster PR #20367,
 closed without merging); 1.13.27 still has it.
 
+Why no supported configuration replaces it (checked against 1.13.27's run queue): with
+``concurrency.pools.granularity: op`` (ours), the QueuedRunCoordinator daemon holds back a queued
+run only while the pools of its *first* steps are full (``rules`` has none), so a second
+partition's run is dequeued, reaches ``base_model`` and waits for the ``gpu`` slot in its own
+process, spinning. ``granularity: run`` would keep it in the queue (no process, no CPU), but then
+every ``srl_pipeline`` run holds the ``gpu`` pool for its whole length (partitions no longer overlap
+their CPU-bound data assets with another's training), and in-process executions (``make demo``,
+``dagster asset materialize``, the tests) get no pool limit at all, since only the queue enforces
+run granularity. So the patch stays.
+
 Importing this module (``srl_assets.definitions`` does, so every run process of this code location
 does) replaces that one method. ``is_fixed_upstream()`` tells when a Dagster upgrade makes the
-patch unnecessary; the test suite checks both.
+patch unnecessary; the test suite checks both. ``INSTALLED`` says whether it is in place.
 """
 
 from __future__ import annotations
@@ -23,31 +33,50 @@ from __future__ import annotations
 import time
 import warnings
 
-from dagster._core.execution.plan.instance_concurrency_context import InstanceConcurrencyContext
 
-_UPSTREAM = InstanceConcurrencyContext.interval_to_next_pending_claim_check
-
-
-def interval_to_next_pending_claim_check(self: InstanceConcurrencyContext) -> float:
+def interval_to_next_pending_claim_check(self) -> float:
     """Seconds until the earliest pending pool claim is due for another check (0 when one is due)."""
     if not self._pending_claims or not self._pending_timeouts:
         return 0.0
     return max(0.0, min(self._pending_timeouts.values()) - time.time())
 
 
-def is_fixed_upstream() -> bool:
-    """Whether Dagster's own method already waits: a claim due in 5 s must give a positive interval."""
+def _probe_upstream(method) -> float:
+    """Dagster's own method on a claim due in 5 s (positive once upstream waits)."""
+    from dagster._core.execution.plan.instance_concurrency_context import InstanceConcurrencyContext
+
     probe = InstanceConcurrencyContext.__new__(InstanceConcurrencyContext)
     probe._pending_claims = {"step"}
     probe._pending_timeouts = {"step": time.time() + 5.0}
-    return _UPSTREAM(probe) > 0
+    return method(probe)
 
 
-try:
-    _needed = not is_fixed_upstream()
-except AttributeError as exc:  # a Dagster whose class no longer looks like 1.13's: leave it alone
-    _needed = False
-    warnings.warn(f"srl_assets.dagster_fixes: Dagster's InstanceConcurrencyContext changed ({exc}); "
-                  "pool waits are left as Dagster does them", stacklevel=1)
-if _needed:
-    InstanceConcurrencyContext.interval_to_next_pending_claim_check = interval_to_next_pending_claim_check
+def is_fixed_upstream() -> bool:
+    """Whether Dagster's own method already waits: a claim due in 5 s must give a positive interval."""
+    return _UPSTREAM is not None and _probe_upstream(_UPSTREAM) > 0
+
+
+def _install():
+    """Patch the method when Dagster still spins; return Dagster's own method (None: not found).
+
+    Dagster internals move between releases: whatever about them differs from 1.13 (the module, the
+    class, the method, the private attributes the probe sets) switches the patch off with a warning;
+    loading the code location never fails because of it."""
+    global INSTALLED
+    try:
+        from dagster._core.execution.plan.instance_concurrency_context import InstanceConcurrencyContext
+
+        upstream = InstanceConcurrencyContext.interval_to_next_pending_claim_check
+        needed = _probe_upstream(upstream) <= 0
+    except Exception as exc:  # noqa: BLE001 - any change of Dagster's internals: leave them alone
+        warnings.warn(f"srl_assets.dagster_fixes: Dagster's InstanceConcurrencyContext changed "
+                      f"({type(exc).__name__}: {exc}); pool waits are left as Dagster does them", stacklevel=2)
+        return None
+    if needed:
+        InstanceConcurrencyContext.interval_to_next_pending_claim_check = interval_to_next_pending_claim_check
+        INSTALLED = True
+    return upstream
+
+
+INSTALLED = False
+_UPSTREAM = _install()

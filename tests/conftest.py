@@ -5,6 +5,10 @@ import pytest
 
 from resources.duckdb_store import DuckDBStore
 
+# Session fixtures shared across modules (one dagster-webserver + daemon, one serving API, one tiny run,
+# one headless Chromium, one Vertex and one Bedrock fake).
+pytest_plugins = ["helpers.dagster_server", "helpers.browser", "helpers.paid_fakes"]
+
 # Nothing in the test suite may reach a model hub or an experiment tracker.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

@@ -51,13 +51,17 @@ def _records(candidate: str, tasks, break_every: int = 0, latency_s: float = 0.2
     return records
 
 
-def _write_report(store: DuckDBStore, records: list[EvalRecord], report_id: str, created_at: datetime):
+def _write_report(store: DuckDBStore, instance, records: list[EvalRecord], report_id: str, created_at: datetime):
+    """Store a report as ``performance_report`` does, and record its materialization (what
+    ``weaknesses`` and ``model_selection`` consume: the report its lineage names)."""
     reports = PerformanceTracker().summarize(records, MODEL_TYPE, list(DOMAIN.skills))
     created = created_at.isoformat()
     store.append(HISTORY, pd.DataFrame(report_rows(reports, report_id=report_id, model_type=MODEL_TYPE,
                                                    created_at=created)))
     store.append(SKILLS, pd.DataFrame(per_skill_rows(reports, report_id=report_id, model_type=MODEL_TYPE,
                                                      created_at=created)))
+    instance.report_runless_asset_event(dg.AssetMaterialization(
+        "performance_report", partition=MODEL_TYPE, metadata={"report_id": report_id}))
     return {r.candidate: r for r in reports}
 
 
@@ -71,7 +75,7 @@ def _materialize(store, instance, assets=(weaknesses,)):
 
 def test_failing_skill_leads_to_weakness_selection_and_retraining_request(store, instance):
     tasks = _tasks(seed=101)
-    reports = _write_report(store, _records("srl", tasks) + _records("rlvr", tasks, break_every=1),
+    reports = _write_report(store, instance, _records("srl", tasks) + _records("rlvr", tasks, break_every=1),
                             "rep-1", T0)
     # The verifier really rejects the mutated specs, and only for soil_ph.
     assert reports["rlvr"].per_skill[WEAK].pass_rate == 0.0
@@ -109,7 +113,7 @@ def test_failing_skill_leads_to_weakness_selection_and_retraining_request(store,
 
     # The skill recovers in the next report: no new soil_ph weakness, and nothing new to request.
     tasks2 = _tasks(seed=202)
-    _write_report(store, _records("srl", tasks2) + _records("rlvr", tasks2), "rep-2", T0 + timedelta(days=1))
+    _write_report(store, instance, _records("srl", tasks2) + _records("rlvr", tasks2), "rep-2", T0 + timedelta(days=1))
     result = _materialize(store, instance)
     assert result.get_asset_materialization_events()[0].materialization.metadata["weak_skills"].value == 0
     found = store.read(WEAKNESSES, MODEL_TYPE)
@@ -121,11 +125,11 @@ def test_failing_skill_leads_to_weakness_selection_and_retraining_request(store,
 @pytest.mark.parametrize("break_every", [1, 3], ids=["drop_to_zero", "drop_above_threshold"])
 def test_significant_drop_is_flagged_regressed(store, instance, break_every):
     tasks1, tasks2 = _tasks(seed=303), _tasks(seed=404)
-    _write_report(store, _records("rlvr", tasks1), "rep-1", T0)
+    _write_report(store, instance, _records("rlvr", tasks1), "rep-1", T0)
     _materialize(store, instance)
     assert not store.table_exists(WEAKNESSES)  # a healthy first report: nothing weak
 
-    current = _write_report(store, _records("rlvr", tasks2, break_every=break_every), "rep-2",
+    current = _write_report(store, instance, _records("rlvr", tasks2, break_every=break_every), "rep-2",
                             T0 + timedelta(days=1))["rlvr"].per_skill[WEAK]
     _materialize(store, instance)
     found = store.read(WEAKNESSES, MODEL_TYPE)
@@ -141,9 +145,9 @@ def test_significant_drop_is_flagged_regressed(store, instance, break_every):
 def test_noise_level_drop_is_not_a_weakness(store, instance):
     """One failure more among the soil_ph tasks, above the threshold, is not significant."""
     tasks = _tasks(seed=505)
-    _write_report(store, _records("rlvr", tasks), "rep-1", T0)
+    _write_report(store, instance, _records("rlvr", tasks), "rep-1", T0)
     n_soil = sum(WEAK in t.skills for t in tasks)
-    _write_report(store, _records("rlvr", tasks, break_every=n_soil), "rep-2", T0 + timedelta(days=1))
+    _write_report(store, instance, _records("rlvr", tasks, break_every=n_soil), "rep-2", T0 + timedelta(days=1))
     result = _materialize(store, instance)
     assert result.get_asset_materialization_events()[0].materialization.metadata["weak_skills"].value == 0
     assert not store.table_exists(WEAKNESSES)
@@ -151,18 +155,18 @@ def test_noise_level_drop_is_not_a_weakness(store, instance):
 
 def test_regression_after_a_first_report_weakness(store, instance):
     tasks = [_tasks(seed=s) for s in (606, 707, 808)]
-    _write_report(store, _records("rlvr", tasks[0], break_every=1), "rep-1", T0)
+    _write_report(store, instance, _records("rlvr", tasks[0], break_every=1), "rep-1", T0)
     _materialize(store, instance)  # below_threshold, no previous report: p_value/previous all None
-    _write_report(store, _records("rlvr", tasks[1]), "rep-2", T0 + timedelta(days=1))
+    _write_report(store, instance, _records("rlvr", tasks[1]), "rep-2", T0 + timedelta(days=1))
     _materialize(store, instance)  # recovered
-    _write_report(store, _records("rlvr", tasks[2], break_every=1), "rep-3", T0 + timedelta(days=2))
+    _write_report(store, instance, _records("rlvr", tasks[2], break_every=1), "rep-3", T0 + timedelta(days=2))
     _materialize(store, instance)  # regressed: p_value and previous_pass_rate are floats
     found = store.read(WEAKNESSES, MODEL_TYPE)
     assert found[found.report_id == "rep-3"].reason.tolist() == ["regressed"]
 
 
 def test_weaknesses_without_a_report_fails_clearly(store, instance):
-    _write_report(store, _records("srl", _tasks(seed=909)), "rep-1", T0)  # no rlvr candidate
+    _write_report(store, instance, _records("srl", _tasks(seed=909)), "rep-1", T0)  # no rlvr candidate
     result = dg.materialize([weaknesses], partition_key=MODEL_TYPE, resources={"duckdb_store": store},
                             instance=instance, raise_on_error=False)
     assert not result.success

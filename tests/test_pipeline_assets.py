@@ -5,7 +5,11 @@ has pass rates for base, SRL and RLVR, and the checkpoint catalog points at comp
 import copy
 import json
 
+import hashlib
+
 import dagster as dg
+from dagster._core.definitions.data_version import StaleStatus
+from dagster._utils.test.data_versions import get_stale_status_resolver
 
 from resources.checkpoint_store import LocalCheckpointStore
 from resources.duckdb_store import DuckDBStore
@@ -13,7 +17,8 @@ from resources.rules import RulesResource
 from resources.teacher import TeacherResource
 from resources.training import TrainingResource
 from resources.wandb_resource import WandbResource
-from srl_assets.definitions import all_assets
+from helpers.moto_s3 import s3_env  # noqa: F401  (fixture)
+from srl_assets.definitions import all_assets, build_resources
 from test_processes import two_gpus
 
 TINY = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 2,
@@ -36,9 +41,13 @@ RUN_CONFIG = {"ops": {
 }}
 
 
-def _materialize_chain(tmp_path, partition_key, rlvr_algorithm=None):
-    """Every asset for one partition with tiny settings; returns (materialization metadata by asset
-    name, the DuckDB store, the checkpoint store)."""
+LAST_CHAIN: dict = {}
+
+
+def _materialize_chain(tmp_path, partition_key, rlvr_algorithm=None, resources=None):
+    """Every asset for one partition with tiny settings (with ``resources`` if given, else local ones
+    in ``tmp_path``); returns (materialization metadata by asset name, the DuckDB store, the
+    checkpoint store)."""
     store = DuckDBStore(database=str(tmp_path / "srl.duckdb"))
     checkpoints = LocalCheckpointStore(root=str(tmp_path / "checkpoints"))
     resources = {
@@ -46,7 +55,8 @@ def _materialize_chain(tmp_path, partition_key, rlvr_algorithm=None):
         "checkpoint_store": checkpoints, "training": TrainingResource(work_root=str(tmp_path / "work")),
         "wandb": WandbResource(mode="disabled", dir=str(tmp_path / "wandb")),
         "pipes_subprocess_client": dg.PipesSubprocessClient(),
-    }
+    } if resources is None else resources
+    store, checkpoints = resources["duckdb_store"], resources["checkpoint_store"]
     with dg.instance_for_test() as instance:
         run_config = copy.deepcopy(RUN_CONFIG)
         if rlvr_algorithm:
@@ -55,11 +65,27 @@ def _materialize_chain(tmp_path, partition_key, rlvr_algorithm=None):
                                 run_config=run_config)
         assert result.success
         mats = {m.asset_key.path[-1]: m.materialization.metadata for m in result.get_asset_materialization_events()}
+        # For the lineage assertions: Dagster's own record of each materialization, and the stale
+        # status the UI would show for every asset of the partition afterwards.
+        resolver = get_stale_status_resolver(instance, all_assets)
+        LAST_CHAIN.update(tags={m.asset_key.path[-1]: m.materialization.tags
+                                for m in result.get_asset_materialization_events()},
+                          stale={a.key.path[-1]: resolver.get_status(a.key, partition_key) for a in all_assets})
     return mats, store, checkpoints
 
 
-def test_whole_chain_for_one_partition(tmp_path):
-    mats, store, checkpoints = _materialize_chain(tmp_path, "tree")
+def test_whole_chain_for_one_partition(tmp_path, monkeypatch, s3_env):
+    """As `make demo` runs it with SRL_CHECKPOINT_URI=s3://...: the code location's own resources
+    (build_resources), every checkpoint published to S3 (moto on loopback) and read back from it by
+    self-contained children."""
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    monkeypatch.setenv("SRL_CHECKPOINT_URI", "s3://srl-checkpoints/demo")
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    monkeypatch.delenv("SRL_DUCKDB_PATH", raising=False)
+    mats, store, checkpoints = _materialize_chain(tmp_path, "tree", resources=build_resources())
+    assert all(meta["uri"].value.startswith("s3://srl-checkpoints/demo/")
+               for meta in (mats["base_model"], mats["srl_checkpoint"], mats["rlvr_checkpoint"]))
+    assert checkpoints.list_keys("jobs") == [] and not (tmp_path / "checkpoints").exists()
     assert set(mats) == {a.key.path[-1] for a in all_assets}
     for stage in ("base_model", "srl_checkpoint", "rlvr_checkpoint"):
         meta = mats[stage]
@@ -82,6 +108,32 @@ def test_whole_chain_for_one_partition(tmp_path):
     history = store.read("performance_history", "tree")
     assert set(history.candidate) == {"base", "srl", "rlvr"} and (history.n == 6).all()
     assert not (tmp_path / "work" / "srl").exists() or not any((tmp_path / "work" / "srl").rglob("summary.json"))
+    _assert_true_lineage(mats, LAST_CHAIN["tags"], LAST_CHAIN["stale"], history)
+
+
+def _assert_true_lineage(mats, tags, stale, history):
+    """Each asset consumed the checkpoint (or rows) its upstream materialization published: the one
+    Dagster recorded as its input (dagster/input_data_version = sha256 of the upstream data version)."""
+    def consumed(asset, upstream):
+        return mats[asset]["lineage"].value[upstream]
+
+    for asset, upstream in (("normalized_rewards", "base_model"), ("srl_checkpoint", "base_model"),
+                            ("rlvr_checkpoint", "srl_checkpoint"), ("performance_report", "rlvr_checkpoint")):
+        published = mats[upstream]["sha256"].value
+        assert tags[upstream]["dagster/data_version"] == published
+        assert consumed(asset, upstream)["sha256"] == published == consumed(asset, upstream)["data_version"]
+        assert tags[asset][f"dagster/input_data_version/{upstream}"] == hashlib.sha256(published.encode()).hexdigest()
+    assert consumed("srl_checkpoint", "srl_steps")["rows_sha256"] == mats["srl_steps"]["rows_sha256"].value
+    assert mats["performance_report"]["checkpoints"].value == {
+        stage: {"key": mats[asset]["checkpoint_key"].value, "sha256": mats[asset]["sha256"].value}
+        for stage, asset in (("base", "base_model"), ("srl", "srl_checkpoint"), ("rlvr", "rlvr_checkpoint"))}
+    assert set(history.checkpoint_sha256) == {mats[a]["sha256"].value
+                                              for a in ("base_model", "srl_checkpoint", "rlvr_checkpoint")}
+    report_id = mats["performance_report"]["report_id"].value
+    assert mats["weaknesses"]["report_id"].value == report_id == mats["model_selection"]["report_id"].value
+    # Every asset has a content data version, and right after the chain nothing is stale.
+    assert all("dagster/data_version" in t for t in tags.values())
+    assert set(stale.values()) == {StaleStatus.FRESH}, stale
 
 
 def test_whole_chain_with_two_training_processes_per_stage(tmp_path, monkeypatch):

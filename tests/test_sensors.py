@@ -2,6 +2,7 @@
 cooldown), and a rules edit requests one pipeline run for its partition (an invalid edit none)."""
 
 import json
+import uuid
 import shutil
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -149,7 +150,7 @@ def test_cooldown_is_per_partition(store):
 def test_weakness_requested_during_another_partitions_cooldown_triggers_once(store):
     _add_weaknesses(store, "plant", "rep-p1", ["soil_ph"], T0 - HOUR)
     _, cursor, _ = evaluate_weaknesses(store, None, T0, COOLDOWN_S)
-    _add_weaknesses(store, "plant", "rep-p2", ["soil_ph"], T0 + HOUR)  # deferred (plant cooldown)
+    _add_weaknesses(store, "plant", "rep-p2", ["rarity"], T0 + HOUR)  # new skill, deferred (plant cooldown)
     _add_weaknesses(store, "tree", "rep-t1", ["height_growth"], T0 + 2 * HOUR)  # requested now
     requested = []
     for hours in (3, 7, 10, 14):
@@ -234,3 +235,140 @@ def test_rules_change_sensor_ignores_invalid_edit(instance, rules_dir):
     changed, errors = changed_partitions(instance, resource)
     assert changed == {}
     assert len(errors) == 1 and str(path) in errors[0] and "invalid YAML" in errors[0]
+
+
+# ----------------------------------------------------------------------------------------------
+# retraining that targets the weakness and stops
+
+from dagster._core.storage.dagster_run import DagsterRun  # noqa: E402
+
+from sensors.weakness_sensor import RETRAIN_ASSETS, triggering_skills  # noqa: E402
+from srl_assets.dynamic_example_generator import DynamicExampleGenerator  # noqa: E402
+from srl_assets.rlvr.rlvr_tasks import rlvr_tasks  # noqa: E402
+
+LAST_CONFIG = {"ops": {
+    "task_examples": {"config": {"n_train": 40, "n_eval": 10}},
+    "base_model": {"config": {"model_name_or_path": "/models/real-base", "sft_steps": 0}},
+    "rlvr_checkpoint": {"config": {"n_tasks": 200, "algorithm": "rft"}},
+    "performance_report": {"config": {"n_eval_tasks": 50}},
+}}
+
+
+def _add_run(instance, model_type: str, run_config: dict, status=dg.DagsterRunStatus.SUCCESS, tags=None):
+    instance.add_run(DagsterRun(job_name="srl_pipeline", run_id=str(uuid.uuid4()), run_config=run_config,
+                                status=status, tags={"dagster/partition": model_type, **(tags or {})}))
+
+
+def _add_report(store: DuckDBStore, model_type: str, report_id: str, skill: str, passed: int, n: int) -> None:
+    """A report's weak skill as the two tables hold it: the weakness row and the per-skill counts."""
+    detected = datetime.now(timezone.utc)
+    _add_weaknesses(store, model_type, report_id, [skill], detected)
+    store.append("performance_skills", pd.DataFrame([{
+        "report_id": report_id, "model_type": model_type, "created_at": detected.isoformat(), "candidate": "rlvr",
+        "skill": skill, "n": n, "passed": passed, "pass_rate": passed / n, "ci_low": 0.0, "ci_high": 1.0}]))
+
+
+def test_weakness_retrains_from_the_serving_checkpoint_with_the_last_config_once_then_again_when_worse(
+        instance, store):
+    sensor = build_weakness_sensor(srl_pipeline_job, cooldown_s=0)  # every later tick is past the cooldown
+    _add_run(instance, "plant", {"ops": {"task_examples": {"config": {"n_train": 1}}}})  # older
+    _add_run(instance, "plant", LAST_CONFIG)  # the last successful run of the partition
+    _add_run(instance, "plant", {"ops": {}}, status=dg.DagsterRunStatus.FAILURE)  # not successful: ignored
+    _add_run(instance, "tree", {"ops": {"task_examples": {"config": {"n_train": 3}}}})  # another partition
+    instance.report_runless_asset_event(dg.AssetMaterialization(
+        "rlvr_checkpoint", partition="plant", metadata={"checkpoint_key": "rlvr/plant/serving-run"}))
+
+    _add_report(store, "plant", "rep-1", "soil_ph", passed=8, n=20)
+    first = _tick(sensor, instance, store)
+    (request,) = first.run_requests
+    ops = request.run_config["ops"]
+    # The last run's config for the ops this run executes, plus the weights where tasks are drawn.
+    assert set(ops) == {"task_examples", "rlvr_checkpoint", "performance_report"}
+    assert ops["task_examples"]["config"] == {"n_train": 40, "n_eval": 10, "skill_weights": {"soil_ph": WEAK_SKILL_WEIGHT}}
+    assert ops["rlvr_checkpoint"]["config"] == {"n_tasks": 200, "algorithm": "rft", "start_from": "rlvr/plant/serving-run",
+                                                "skill_weights": {"soil_ph": WEAK_SKILL_WEIGHT}}
+    assert ops["performance_report"] == LAST_CONFIG["ops"]["performance_report"]  # held-out eval: no weights
+    assert request.asset_selection == [dg.AssetKey(a) for a in RETRAIN_ASSETS]
+    assert request.tags["srl/why"] == "soil_ph:new"
+    dg.validate_run_config(defs.resolve_job_def("srl_pipeline"), request.run_config)
+
+    # The retraining ran and the weakness stands at about the same rate: nothing is requested.
+    _add_run(instance, "plant", request.run_config, tags={"srl/trigger": "weakness"})
+    _add_report(store, "plant", "rep-2", "soil_ph", passed=7, n=20)
+    second = _tick(sensor, instance, store, cursor=first.cursor)
+    assert not second.run_requests
+    assert "unchanged since their retraining" in second.skip_reason.skip_message
+
+    # Significantly worse than at the last retraining (8/20 -> 1/20, p < 0.05): requested again,
+    # still from the last full run's config (not the retraining's subset).
+    _add_report(store, "plant", "rep-3", "soil_ph", passed=1, n=20)
+    third = _tick(sensor, instance, store, cursor=second.cursor)
+    (again,) = third.run_requests
+    assert again.run_key == "weakness-plant-rep-3" and again.tags["srl/why"] == "soil_ph:worse"
+    assert again.run_config == request.run_config
+
+    # A new weak skill next to the standing one triggers too.
+    _add_report(store, "plant", "rep-4", "rarity", passed=2, n=20)
+    fourth = _tick(sensor, instance, store, cursor=third.cursor)
+    assert [r.tags["srl/why"] for r in fourth.run_requests] == ["rarity:new"]
+
+
+def test_triggering_skills_table():
+    base = {"a": [10, 20]}
+    cases = [
+        (["a"], {"a": [10, 20]}, None, {"a": "new"}),  # no retraining yet
+        (["a"], {"a": [9, 20]}, base, {}),  # standing, within noise
+        (["a"], {"a": [2, 20]}, base, {"a": "worse"}),  # 0.5 -> 0.1: p ~ 0.003
+        (["a"], {}, base, {}),  # no counts: cannot be shown worse
+        (["a", "b"], {"a": [10, 20]}, base, {"b": "new"}),  # a new weak skill
+    ]
+    for weak, counts, baseline, expected in cases:
+        assert triggering_skills(weak, counts, baseline) == expected, (weak, counts, baseline)
+
+
+def test_weights_reach_rlvr_tasks_but_not_the_held_out_split():
+    from srl_assets.domains import get_domain
+
+    domain, rules_ = get_domain("plant"), RulesIntegration().load("plant")
+    def draw(generator):
+        train, validation = rlvr_tasks([], generator, 120, 20, seed=1)
+        assert all(t.split == "train" for t in train + validation)
+        return train + validation
+
+    plain_tasks = draw(DynamicExampleGenerator(domain, rules_))
+    # the skill the plain draw exercises least (a weak skill is one the policy sees too little)
+    skill = min(sorted(domain.skills), key=lambda s: sum(s in t.skills for t in plain_tasks))
+
+    def share(generator):
+        tasks = draw(generator)
+        return sum(skill in t.skills for t in tasks) / len(tasks)
+
+    plain = share(DynamicExampleGenerator(domain, rules_))
+    weighted = share(DynamicExampleGenerator(domain, rules_, skill_weights={skill: WEAK_SKILL_WEIGHT}))
+    assert weighted > plain + 0.1, (plain, weighted)
+
+
+def test_rules_change_request_carries_the_last_run_config(instance, rules_dir):
+    resource = RulesResource(rules_dir=str(rules_dir))
+    assert dg.materialize([rules], partition_key="plant", instance=instance,
+                          resources={"rules_resource": resource}).success
+    _add_run(instance, "plant", LAST_CONFIG)
+    _add_run(instance, "plant", {"ops": {"rlvr_checkpoint": {"config": {"skill_weights": {"x": 2.0}}}}},
+             tags={"srl/trigger": "weakness"})  # a retraining's subset config is not the partition's
+    path = rules_dir / "plant.yaml"
+    path.write_text(path.read_text().replace("loam:  {ph: [6.0, 7.0]}", "loam:  {ph: [6.0, 7.2]}"))
+    (request,) = _rules_tick(instance, resource)
+    assert request.run_config == LAST_CONFIG
+
+
+def test_the_retraining_report_shows_the_weak_skills_before_and_after(store):
+    from types import SimpleNamespace
+
+    from srl_assets.assets.performance import weak_skills_table
+    from srl_assets.performance.performance_tracker import SkillStat
+
+    _add_report(store, "plant", "rep-1", "soil_ph", passed=8, n=20)
+    after = SimpleNamespace(per_skill={"soil_ph": SkillStat(20, 15, 0.75, 0.5, 0.9)})
+    table = weak_skills_table(store, "plant", "rep-1", ["soil_ph", "rarity"], after).value
+    assert "| `soil_ph` | 0.40 (8/20) | 0.75 (15/20) |" in table
+    assert "| `rarity` | n/a | n/a |" in table

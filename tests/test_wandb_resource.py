@@ -93,3 +93,9 @@ def test_offline_init_runs_without_network(tmp_path, monkeypatch):
         run.finish()
     # the offline run's files are under the configured dir, ready for `wandb sync`
     assert list((tmp_path / "wb" / "wandb").glob("offline-run-*"))
+
+
+def test_entity_reaches_the_child_only_when_set(tmp_path):
+    assert "WANDB_ENTITY" not in WandbResource(dir=str(tmp_path)).run_env()
+    env = WandbResource(dir=str(tmp_path), project="game-content", entity="studio").run_env()
+    assert (env["WANDB_PROJECT"], env["WANDB_ENTITY"]) == ("game-content", "studio")

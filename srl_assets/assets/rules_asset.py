@@ -6,7 +6,7 @@ from resources.rules import RulesResource
 from srl_assets.partitions import model_type_partitions
 
 
-@dg.asset(partitions_def=model_type_partitions, group_name="data", kinds={"yaml"},
+@dg.asset(partitions_def=model_type_partitions, group_name="data", kinds={"yaml"}, code_version="1",
           description="Versioned rules and lore of the model type, validated on load.")
 def rules(context: dg.AssetExecutionContext, rules_resource: RulesResource) -> dg.MaterializeResult:
     domain, loaded = rules_resource.load(context.partition_key)

@@ -6,6 +6,7 @@ from pydantic import Field
 
 from resources.duckdb_store import DuckDBStore
 from resources.training import TrainingResource
+from srl_assets.assets.lineage import lineage_metadata, read_table, table_result_version
 from srl_assets.partitions import model_type_partitions
 from srl_assets.prompts import trim_lore
 from srl_assets.srl.step_instances import StepInstance, build_step_instances, reassemble
@@ -34,7 +35,7 @@ def check_reassembly(store: DuckDBStore, model_type: str) -> dg.AssetCheckResult
 
 
 @dg.asset(partitions_def=model_type_partitions, deps=["trajectories"], group_name="data",
-          pool="duckdb", kinds={"duckdb"},
+          pool="duckdb", kinds={"duckdb"}, code_version="1",
           check_specs=[dg.AssetCheckSpec(CHECK_REASSEMBLE, asset="srl_steps",
                                          description="Instances are non-empty and their targets "
                                                      "reassemble the trajectories.")],
@@ -42,7 +43,7 @@ def check_reassembly(store: DuckDBStore, model_type: str) -> dg.AssetCheckResult
 def srl_steps(context: dg.AssetExecutionContext, config: SrlStepsConfig, duckdb_store: DuckDBStore,
               training: TrainingResource) -> dg.MaterializeResult:
     model_type = context.partition_key
-    trajs = duckdb_store.read("trajectories", model_type)
+    trajs, trajs_up = read_table(context, duckdb_store, "trajectories")
     rows = [
         {"model_type": model_type, **vars(inst)}
         for r in trajs.itertuples()
@@ -51,9 +52,12 @@ def srl_steps(context: dg.AssetExecutionContext, config: SrlStepsConfig, duckdb_
     ]
     df = pd.DataFrame(rows)
     duckdb_store.replace_partition("srl_steps", model_type, df)
+    version, version_meta = table_result_version(duckdb_store, "srl_steps", model_type)
     sample = df.iloc[min(1, len(df) - 1)]
     return dg.MaterializeResult(
+        data_version=dg.DataVersion(version),
         metadata={
+            **version_meta, **lineage_metadata(trajs_up),
             "instances": len(df),
             "trajectories": len(trajs),
             "mean_steps_per_trajectory": round(len(df) / max(1, len(trajs)), 2),

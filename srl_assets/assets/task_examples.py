@@ -10,6 +10,7 @@ from pydantic import Field
 
 from resources.duckdb_store import DuckDBStore
 from resources.rules import RulesResource
+from srl_assets.assets.lineage import lineage_metadata, table_result_version, upstream
 from srl_assets.dynamic_example_generator import DynamicExampleGenerator
 from srl_assets.partitions import model_type_partitions
 
@@ -28,11 +29,15 @@ def run_seed(run_id: str) -> int:
 
 
 @dg.asset(partitions_def=model_type_partitions, deps=["rules"], group_name="data", pool="duckdb",
-          kinds={"duckdb"}, description="Tasks drawn from the rules; train and eval never overlap.")
+          kinds={"duckdb"}, code_version="1", description="Tasks drawn from the rules; train and eval never overlap.")
 def task_examples(context: dg.AssetExecutionContext, config: TaskExamplesConfig,
                   rules_resource: RulesResource, duckdb_store: DuckDBStore) -> dg.MaterializeResult:
     model_type = context.partition_key
     domain, rules = rules_resource.load(model_type)
+    rules_up = upstream(context, "rules")
+    if rules_up.data_version != rules.version:
+        raise RuntimeError(f"the rules of {model_type} changed since their materialization (run {rules_up.run_id}: "
+                           f"version {rules_up.data_version}, files now: {rules.version}): materialize `rules` first")
     seed = config.seed if config.seed is not None else run_seed(context.run.run_id)
     generator = DynamicExampleGenerator(domain, rules, eval_fraction=config.eval_fraction,
                                         skill_weights=config.skill_weights)
@@ -40,9 +45,11 @@ def task_examples(context: dg.AssetExecutionContext, config: TaskExamplesConfig,
     created = datetime.now(timezone.utc).isoformat()
     df = pd.DataFrame([{**t.to_row(), "run_id": context.run.run_id, "created_at": created} for t in tasks])
     duckdb_store.replace_partition("task_examples", model_type, df)
+    version, version_meta = table_result_version(duckdb_store, "task_examples", model_type)
     coverage = Counter(s for t in tasks if t.split == "train" for s in t.skills)
     table = "\n".join(f"| `{s}` | {coverage.get(s, 0)} | {config.skill_weights.get(s, 1.0)} |" for s in domain.skills)
-    return dg.MaterializeResult(metadata={
+    return dg.MaterializeResult(data_version=dg.DataVersion(version), metadata={
+        **version_meta, **lineage_metadata(rules_up),
         "seed": seed,
         "n_train": config.n_train,
         "n_eval": config.n_eval,

@@ -19,10 +19,11 @@ from resources.duckdb_store import DuckDBStore
 from resources.rules import RulesResource
 from resources.training import TrainingResource
 from resources.wandb_resource import WandbResource
-from srl_assets.assets.training_support import (checkpoint_metadata, curve_plot, fetch_checkpoint,
-                                                latest_checkpoint, publish_checkpoint, reward_curve, run_child)
+from srl_assets.assets.lineage import lineage_metadata, read_table, table_result_version
+from srl_assets.assets.training_support import (checkpoint_metadata, curve_plot, fetch_checkpoint, publish_checkpoint,
+                                                reward_curve, run_child, upstream_checkpoint)
 from srl_assets.config_models import config_from_dataclass
-from srl_assets.assets.trajectories import load_tasks
+from srl_assets.assets.trajectories import tasks_from
 from srl_assets.partitions import model_type_partitions
 from srl_assets.prompts import task_prompt, think, trim_lore
 from srl_assets.collaboration.lore_retriever import policy_prompts
@@ -35,6 +36,8 @@ from srl_assets.training.stages import read_rows
 
 # A retried op finds its intermediate checkpoints in the same work folder and resumes from them.
 TRAINING_RETRY = dg.RetryPolicy(max_retries=2, delay=5)
+# Bump when a change to an asset's code changes what it produces: the UI then marks it stale.
+CODE_VERSION = "1"
 
 
 class BaseModelConfig(dg.Config):
@@ -89,16 +92,20 @@ class RLVRConfig(dg.Config):
     n_validation_tasks: int = Field(default=60, description="Fresh train-split tasks for best-checkpoint selection "
                                     "(GRPO's eval_steps); never the held-out eval split.")
     task_seed: int = Field(default=0, description="Seed of the fresh RLVR and validation tasks.")
+    skill_weights: dict[str, float] = Field(default_factory=dict, description="Raise a skill's weight to draw "
+                                            "more fresh RLVR (and RFT round) tasks exercising it; the weakness "
+                                            "sensor sets the weak skills'. Never used for held-out evaluation.")
+    start_from: str | None = Field(default=None, description="Checkpoint key in the store to start from instead "
+                                   "of the SRL checkpoint (a weakness retraining: the one serving now).")
     grpo: _GRPOForRLVR = Field(default_factory=_GRPOForRLVR)
     ppo: _PPOForRLVR = Field(default_factory=_PPOForRLVR)
     dpo: _DPOForRLVR = Field(default_factory=_DPOForRLVR)
     rft: _RFTForRLVR = Field(default_factory=_RFTForRLVR)
 
 
-def _base_rows(duckdb_store: DuckDBStore, model_type: str, rules, config: BaseModelConfig,
+def _base_rows(trajs: pd.DataFrame, steps: pd.DataFrame, rules, config: BaseModelConfig,
                lore_k: int) -> list[dict[str, Any]]:
-    trajs = duckdb_store.read("trajectories", model_type).sort_values("task_id")
-    steps = duckdb_store.read("srl_steps", model_type)
+    trajs = trajs.sort_values("task_id")
     corpus = [p.text for p in rules.lore] + list(trajs.trajectory) + list(trajs.prompt) + list(steps.prompt.head(200))
     rows: list[dict[str, Any]] = [{"kind": "corpus", "text": t} for t in corpus]
     slice_ids = set(trajs.task_id.head(config.sft_trajectories))
@@ -111,40 +118,43 @@ def _base_rows(duckdb_store: DuckDBStore, model_type: str, rules, config: BaseMo
 
 
 @dg.asset(partitions_def=model_type_partitions, deps=["trajectories", "srl_steps"], group_name="training",
-          pool="gpu", kinds={"pytorch"}, retry_policy=TRAINING_RETRY, description="The starting policy: a tiny Llama + BPE tokenizer "
+          pool="gpu", kinds={"pytorch"}, retry_policy=TRAINING_RETRY, code_version=CODE_VERSION, description="The starting policy: a tiny Llama + BPE tokenizer "
           "built offline and warm-started by a short SFT, or any Hugging Face causal LM.")
 def base_model(context: dg.AssetExecutionContext, config: BaseModelConfig, duckdb_store: DuckDBStore,
                rules_resource: RulesResource, checkpoint_store: CheckpointStore, training: TrainingResource,
                wandb: WandbResource, pipes_subprocess_client: dg.PipesSubprocessClient) -> dg.MaterializeResult:
     model_type = context.partition_key
     _, rules = rules_resource.load(model_type)
-    rows = _base_rows(duckdb_store, model_type, rules, config, training.policy_lore_k)
+    trajs, trajs_up = read_table(context, duckdb_store, "trajectories")
+    steps, steps_up = read_table(context, duckdb_store, "srl_steps")
+    rows = _base_rows(trajs, steps, rules, config, training.policy_lore_k)
     child_config = {"model_name_or_path": config.model_name_or_path, "vocab_size": config.vocab_size,
                     "tiny": config.tiny, "sft_steps": config.sft_steps, "sft_lr": config.sft_lr,
                     "sft_batch_size": config.sft_batch_size, "seed": config.seed, "save_steps": config.save_steps}
     summary, child_meta, out_dir, work_dir = run_child(
         context, pipes_subprocess_client, training, wandb, "base", rows, child_config,
         {"rows": len(rows), "rules": rules.version})
-    info = publish_checkpoint(context, checkpoint_store, duckdb_store, "base", out_dir, summary)
+    key, info = publish_checkpoint(context, checkpoint_store, duckdb_store, "base", out_dir, summary, training)
     loss = summary["sft"].get("final_loss")
-    metadata = {**child_meta, **checkpoint_metadata(info, summary), "parameters": summary["parameters"],
+    metadata = {**child_meta, **checkpoint_metadata(key, info, summary), **lineage_metadata(trajs_up, steps_up),
+                "parameters": summary["parameters"],
                 "source": summary["source"], "sft_examples": summary["sft_examples"],
                 "final_mean_reward": float("nan"), "sft_final_loss": float(loss) if loss is not None else float("nan")}
     if summary["log"]:
         metadata["loss_curve"] = curve_plot(summary["log"], ["loss"], work_dir / "loss.png", f"SFT loss ({model_type})")
     training.clean(work_dir)
-    return dg.MaterializeResult(metadata=metadata)
+    return dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(info.sha256))
 
 
 @dg.asset(partitions_def=model_type_partitions, deps=["base_model", "srl_steps"], group_name="training",
-          pool="gpu", kinds={"pytorch", "duckdb"}, description="Rollouts of the base policy on step prompts, "
+          pool="gpu", kinds={"pytorch", "duckdb"}, code_version=CODE_VERSION, description="Rollouts of the base policy on step prompts, "
           "step rewards normalized by the RewardNormalizer; zero-variance prompts dropped and replaced.")
 def normalized_rewards(context: dg.AssetExecutionContext, config: NormalizedRewardsConfig,
                        duckdb_store: DuckDBStore, checkpoint_store: CheckpointStore, training: TrainingResource,
                        wandb: WandbResource, pipes_subprocess_client: dg.PipesSubprocessClient) -> dg.MaterializeResult:
     model_type = context.partition_key
-    base = latest_checkpoint(duckdb_store, "base", model_type)
-    steps = duckdb_store.read("srl_steps", model_type)
+    base, base_up = upstream_checkpoint(context, duckdb_store, "base_model", "base")
+    steps, steps_up = read_table(context, duckdb_store, "srl_steps")
     pool = [{"task_id": r.task_id, "step_index": int(r.step_index), "prompt": r.prompt, "target": r.target}
             for r in steps.itertuples()]
     random.Random(config.seed).shuffle(pool)
@@ -157,6 +167,7 @@ def normalized_rewards(context: dg.AssetExecutionContext, config: NormalizedRewa
     kept = [r for r in all_rows if r["informative"] and r["rollout"] == 0]
     df = pd.DataFrame(all_rows).assign(model_type=model_type, base_sha256=base["sha256"])
     duckdb_store.replace_partition("normalized_rewards", model_type, df)
+    version, version_meta = table_result_version(duckdb_store, "normalized_rewards", model_type)
     groups = df.groupby(["task_id", "step_index"])
     raw = df.raw_reward.tolist()
     hist = pd.cut(df.raw_reward, bins=[-1.01, -0.99, 0.2, 0.4, 0.6, 0.8, 1.0]).value_counts(sort=False)
@@ -172,19 +183,21 @@ def normalized_rewards(context: dg.AssetExecutionContext, config: NormalizedRewa
         "normalizer_stats": dg.MetadataValue.json(stats),
         "reward_distribution": dg.MetadataValue.md(f"| raw step reward | rollouts |\n|---|---|\n{table}"),
         "base_checkpoint": base["uri"],
-    })
+        **version_meta, **lineage_metadata(base_up, steps_up),
+    }, data_version=dg.DataVersion(version))
 
 
-@dg.asset(partitions_def=model_type_partitions, deps=["normalized_rewards", "base_model"], group_name="training",
-          pool="gpu", kinds={"pytorch"}, retry_policy=TRAINING_RETRY, description="SRL: GRPO with the step-wise similarity reward "
+@dg.asset(partitions_def=model_type_partitions, deps=["normalized_rewards", "base_model", "srl_steps"], group_name="training",
+          pool="gpu", kinds={"pytorch"}, retry_policy=TRAINING_RETRY, code_version=CODE_VERSION, description="SRL: GRPO with the step-wise similarity reward "
           "on the informative step prompts (SRLTrainer).")
 def srl_checkpoint(context: dg.AssetExecutionContext, config: SRLConfig, duckdb_store: DuckDBStore,
                    checkpoint_store: CheckpointStore, training: TrainingResource, wandb: WandbResource,
                    pipes_subprocess_client: dg.PipesSubprocessClient) -> dg.MaterializeResult:
     model_type = context.partition_key
-    base = latest_checkpoint(duckdb_store, "base", model_type)
-    rewards = duckdb_store.read("normalized_rewards", model_type, "informative")
-    steps = duckdb_store.read("srl_steps", model_type)
+    base, base_up = upstream_checkpoint(context, duckdb_store, "base_model", "base")
+    rewards, rewards_up = read_table(context, duckdb_store, "normalized_rewards")
+    rewards = rewards[rewards.informative.astype(bool)]
+    steps, steps_up = read_table(context, duckdb_store, "srl_steps")
     kept = rewards[["task_id", "step_index"]].drop_duplicates().merge(steps, on=["task_id", "step_index"])
     if kept.empty:
         raise RuntimeError(f"{model_type}: normalized_rewards kept no informative prompt; raise "
@@ -193,27 +206,33 @@ def srl_checkpoint(context: dg.AssetExecutionContext, config: SRLConfig, duckdb_
     summary, child_meta, out_dir, work_dir = run_child(
         context, pipes_subprocess_client, training, wandb, "srl", rows, config.model_dump(),
         {"base": base["sha256"], "rows": len(rows)}, model_path=fetch_checkpoint(checkpoint_store, training, base))
-    info = publish_checkpoint(context, checkpoint_store, duckdb_store, "srl", out_dir, summary)
-    metadata = {**child_meta, **checkpoint_metadata(info, summary), "prompts": len(rows),
+    key, info = publish_checkpoint(context, checkpoint_store, duckdb_store, "srl", out_dir, summary, training)
+    metadata = {**child_meta, **checkpoint_metadata(key, info, summary),
+                **lineage_metadata(base_up, rewards_up, steps_up), "prompts": len(rows),
                 "final_kl_coef": float(summary.get("final_beta", 0.0)),
                 "normalizer_stats": dg.MetadataValue.json(summary.get("normalizer_stats", {})),
                 "reward_curve": reward_curve(summary, "raw_step_reward", work_dir, f"SRL step reward ({model_type})")}
     training.clean(work_dir)
-    return dg.MaterializeResult(metadata=metadata)
+    return dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(info.sha256))
 
 
 @dg.asset(partitions_def=model_type_partitions, deps=["srl_checkpoint", "task_examples"], group_name="training",
-          pool="gpu", kinds={"pytorch"}, retry_policy=TRAINING_RETRY, description="RLVR from the SRL checkpoint: reward = the verifier's "
+          pool="gpu", kinds={"pytorch"}, retry_policy=TRAINING_RETRY, code_version=CODE_VERSION, description="RLVR from the SRL checkpoint: reward = the verifier's "
           "verdict on the final spec (RFT on the policy's own verified samples by default; GRPO, the project's PPO, "
           "or DPO on verifier-ranked pairs); RFT and GRPO publish the round or step that does best on validation tasks.")
 def rlvr_checkpoint(context: dg.AssetExecutionContext, config: RLVRConfig, duckdb_store: DuckDBStore,
                     rules_resource: RulesResource, checkpoint_store: CheckpointStore, training: TrainingResource,
                     wandb: WandbResource, pipes_subprocess_client: dg.PipesSubprocessClient) -> dg.MaterializeResult:
     model_type = context.partition_key
-    srl = latest_checkpoint(duckdb_store, "srl", model_type)
+    srl, srl_up = upstream_checkpoint(context, duckdb_store, "srl_checkpoint", "srl")
     domain, rules = rules_resource.load(model_type)
-    stored = load_tasks(duckdb_store, model_type, "train")
-    train_tasks, validation_tasks = rlvr_tasks(stored, DynamicExampleGenerator(domain, rules), config.n_tasks,
+    task_rows, tasks_up = read_table(context, duckdb_store, "task_examples")
+    stored = tasks_from(task_rows, "train")
+    if config.start_from:  # a weakness retraining continues from the checkpoint that serves now
+        start = checkpoint_store.info(config.start_from)
+        srl = {"key": config.start_from, "sha256": start.sha256, "uri": start.uri}
+    generator = DynamicExampleGenerator(domain, rules, skill_weights=config.skill_weights)
+    train_tasks, validation_tasks = rlvr_tasks(stored, generator, config.n_tasks,
                                                config.n_validation_tasks, config.task_seed)
     seen = {t.task_id for t in stored}  # tasks the warm start may have been fine-tuned on
     rows = [{"prompt": prompt, "task": task_column(t), "role": role, "fresh": t.task_id not in seen}
@@ -224,8 +243,10 @@ def rlvr_checkpoint(context: dg.AssetExecutionContext, config: RLVRConfig, duckd
         context, pipes_subprocess_client, training, wandb, "rlvr", rows, algo_config,
         {"srl": srl["sha256"], "rows": len(rows)}, model_path=fetch_checkpoint(checkpoint_store, training, srl),
         rules_dir=rules_resource.rules_dir)
-    info = publish_checkpoint(context, checkpoint_store, duckdb_store, "rlvr", out_dir, summary)
-    metadata = {**child_meta, **checkpoint_metadata(info, summary), "algorithm": config.algorithm,
+    key, info = publish_checkpoint(context, checkpoint_store, duckdb_store, "rlvr", out_dir, summary, training)
+    metadata = {**child_meta, **checkpoint_metadata(key, info, summary), **lineage_metadata(srl_up, tasks_up),
+                "algorithm": config.algorithm, "started_from": srl["uri"], "started_from_sha256": srl["sha256"],
+                "skill_weights": dg.MetadataValue.json(config.skill_weights),
                 "prompts": len(train_tasks), "validation_tasks": len(validation_tasks),
                 "reward_curve": reward_curve(summary, "verifier_score", work_dir, f"RLVR verifier score ({model_type})")}
     if summary.get("rounds"):  # rft: what each round sampled and kept
@@ -243,5 +264,7 @@ def rlvr_checkpoint(context: dg.AssetExecutionContext, config: RLVRConfig, duckd
         metadata["validation"] = dg.MetadataValue.md(
             f"Greedy pass rate on {len(validation_tasks)} validation tasks; step 0 is the SRL start, "
             f"step {summary['selected_step']} is published.\n\n| step | pass rate | mean score |\n|---:|---:|---:|\n{table}")
+    if summary.get("format_violation_rate") is not None:
+        metadata["format_violation_rate"] = float(summary["format_violation_rate"])
     training.clean(work_dir)
-    return dg.MaterializeResult(metadata=metadata)
+    return dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(info.sha256))

@@ -1,5 +1,6 @@
-"""Shared wiring of the training assets: launch the child through Dagster Pipes, publish and look
-up checkpoints, and draw reward curves for the materialization metadata."""
+"""Shared wiring of the training assets: launch the child through Dagster Pipes, publish checkpoints
+(and prune old ones), find the checkpoint an upstream materialization produced, and draw reward
+curves for the materialization metadata."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ from resources.checkpoint_store import CheckpointInfo, CheckpointStore
 from resources.duckdb_store import DuckDBStore
 from resources.training import TrainingResource
 from resources.wandb_resource import WandbResource
+from srl_assets.assets.lineage import Upstream, materializations, upstream
+from srl_assets.training import retention
 from srl_assets.training.stages import write_rows
 
 CHECKPOINTS_TABLE = "checkpoints"
@@ -47,16 +50,22 @@ def run_child(context: dg.AssetExecutionContext, pipes: dg.PipesSubprocessClient
     env = {"HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"), "TOKENIZERS_PARALLELISM": "false",
            "PYTHONUNBUFFERED": "1", **{k: os.environ.get(k, v) for k, v in MALLOC_ENV.items()}, **wandb.run_env()}
     context.log.info(f"{stage}/{model_type}: child in {work_dir}")
-    invocation = pipes.run(command=[*training.command(stage, config), "--spec", str(work_dir / "spec.json")],
-                           context=context, extras={"job": spec}, env=env)
+    if training.job_store_uri:  # self-contained: the job travels in the extras, files through the store
+        job = training.portable_job(spec, rules_dir)
+        invocation = pipes.run(command=training.command(stage, config), context=context, extras={"job": job}, env=env)
+        training.collect_output(job, out_dir)
+    else:
+        invocation = pipes.run(command=[*training.command(stage, config), "--spec", str(work_dir / "spec.json")],
+                               context=context, extras={"job": spec}, env=env)
     child = invocation.get_materialize_result()
     summary = json.loads((out_dir / "summary.json").read_text())
     return summary, dict(child.metadata or {}), out_dir, work_dir
 
 
 def publish_checkpoint(context: dg.AssetExecutionContext, store: CheckpointStore, duckdb: DuckDBStore,
-                       stage: str, out_dir: Path, summary: dict[str, Any]) -> CheckpointInfo:
-    """Publish atomically and record it in the checkpoint catalog (DuckDB)."""
+                       stage: str, out_dir: Path, summary: dict[str, Any],
+                       training: TrainingResource | None = None) -> tuple[str, CheckpointInfo]:
+    """Publish atomically, record it in the checkpoint catalog (DuckDB), prune old ones; (key, info)."""
     model_type = context.partition_key
     (out_dir / "metrics.json").write_text(json.dumps(summary.get("log", []), default=str))
     key = f"{stage}/{model_type}/{context.run.run_id}"
@@ -65,10 +74,77 @@ def publish_checkpoint(context: dg.AssetExecutionContext, store: CheckpointStore
         "model_type": model_type, "stage": stage, "key": key, "uri": info.uri, "sha256": info.sha256,
         "size_bytes": info.size_bytes, "run_id": context.run.run_id,
         "created_at": datetime.now(timezone.utc).isoformat()}]))
-    return info
+    prune_checkpoints(context, store, duckdb, stage, training)
+    return key, info
+
+
+# Assets whose latest materialization names checkpoints (metadata ``checkpoints``: {stage: {key, sha256}})
+# that must outlive retention: what the current report evaluated and the current selection routes to.
+NAMING_ASSETS = ("performance_report", "model_selection")
+# And the checkpoint each training asset's current materialization published (what its downstream consumes).
+CHECKPOINT_ASSETS = ("base_model", "srl_checkpoint", "rlvr_checkpoint")
+
+
+def protected_checkpoints(instance: dg.DagsterInstance, model_type: str) -> set[str]:
+    """Keys and sha256 digests that the current report, the current selection or a pin names."""
+    names = set(retention.pinned(model_type))
+    for asset in NAMING_ASSETS:
+        for mat in materializations(instance, asset, model_type):
+            for ref in (mat.get("checkpoints") or {}).values():
+                names.update(v for v in (ref.get("key"), ref.get("sha256")) if v)
+    for asset in CHECKPOINT_ASSETS:
+        for mat in materializations(instance, asset, model_type):
+            names.update(v for v in (mat.get("checkpoint_key"), mat.get("sha256")) if v)
+    return names
+
+
+def prune_checkpoints(context: dg.AssetExecutionContext, store: CheckpointStore, duckdb: DuckDBStore,
+                      stage: str, training: TrainingResource | None = None) -> list[str]:
+    """Keep the newest ``SRL_KEEP_CHECKPOINTS`` of (stage, partition) and everything still named;
+    delete the rest from the store and the catalog, and old work folders and fetched copies."""
+    model_type, keep = context.partition_key, retention.keep_count()
+    if keep == 0:
+        return []
+    catalog = duckdb.read(CHECKPOINTS_TABLE, model_type, "stage = ?", [stage])
+    published = [retention.Published(r.key, r.sha256, str(r.created_at)) for r in catalog.itertuples()]
+    doomed = retention.to_delete(published, keep, protected_checkpoints(context.instance, model_type))
+    for p in doomed:
+        store.delete(p.key)
+    if doomed:
+        with duckdb.connect() as conn:
+            conn.execute(f"DELETE FROM {CHECKPOINTS_TABLE} WHERE model_type = ? AND stage = ? AND key IN "
+                         f"({', '.join('?' * len(doomed))})", [model_type, stage, *(p.key for p in doomed)])
+        context.log.info(f"retention: deleted {len(doomed)} {stage} checkpoint(s) of {model_type}: "
+                         + ", ".join(p.key for p in doomed))
+    if training is not None:
+        root = Path(training.work_root)
+        retention.prune_work_folders(root, stage, model_type, keep)
+        deleted = {p.sha256 for p in doomed}
+        retention.prune_fetched(root, {p.sha256 for p in published} - deleted, deleted)
+    return [p.key for p in doomed]
+
+
+def upstream_checkpoint(context: dg.AssetExecutionContext, duckdb: DuckDBStore, asset: str,
+                        stage: str) -> tuple[dict[str, Any], Upstream]:
+    """The checkpoint that the upstream ``asset``'s materialization of this partition published:
+    its key and manifest sha256 come from that materialization, never from the newest catalog row."""
+    up = upstream(context, asset)
+    sha = up.get("sha256")
+    if not sha:
+        raise LookupError(f"{asset}[{context.partition_key}] (run {up.run_id}) names no checkpoint: rematerialize it")
+    key = up.get("checkpoint_key")
+    if not key:  # written before materializations named their key: the catalog row with exactly this digest
+        rows = duckdb.read(CHECKPOINTS_TABLE, context.partition_key, "stage = ? AND sha256 = ?", [stage, sha])
+        if rows.empty:
+            raise LookupError(f"{asset}[{context.partition_key}]: checkpoint {sha[:12]} is not in the catalog "
+                              "(deleted by retention?): rematerialize it")
+        key = str(rows.key.iloc[0])
+    return {"key": key, "sha256": sha, "uri": up.get("uri")}, up
 
 
 def latest_checkpoint(duckdb: DuckDBStore, stage: str, model_type: str) -> dict[str, Any]:
+    """The newest catalog row of a stage: for benchmarks and tools only. Assets consume the checkpoint
+    their upstream materialization names (``upstream_checkpoint``)."""
     if not duckdb.table_exists(CHECKPOINTS_TABLE):
         raise LookupError(f"no checkpoint catalog yet: materialize {stage} for {model_type} first")
     df = duckdb.read(CHECKPOINTS_TABLE, model_type, "stage = ?", [stage])
@@ -78,9 +154,16 @@ def latest_checkpoint(duckdb: DuckDBStore, stage: str, model_type: str) -> dict[
 
 
 def fetch_checkpoint(store: CheckpointStore, training: TrainingResource, row: dict[str, Any]) -> str:
-    """A local copy of a published checkpoint (cached by content hash, verified on fetch)."""
+    """A local copy of a published checkpoint (cached by content hash, verified on fetch); with a job
+    store, its URI (the self-contained child fetches it itself)."""
+    if training.job_store_uri:
+        return store.uri(row["key"])
     dest = Path(training.work_root) / "fetched" / row["sha256"][:16]
     if not (dest / "config.json").exists():
+        stored = store.info(row["key"]).sha256
+        if stored != row["sha256"]:
+            raise RuntimeError(f"checkpoint {row['key']} holds {stored[:12]}, not the {row['sha256'][:12]} that "
+                               "its materialization published")
         shutil.rmtree(dest, ignore_errors=True)
         store.fetch(row["key"], str(dest))
     return str(dest)
@@ -121,9 +204,10 @@ def curve_plot(log: list[dict[str, Any]], keys: list[str], path: Path, title: st
     return png_markdown(path, title)
 
 
-def checkpoint_metadata(info: CheckpointInfo, summary: dict[str, Any]) -> dict[str, Any]:
+def checkpoint_metadata(key: str, info: CheckpointInfo, summary: dict[str, Any]) -> dict[str, Any]:
     history = summary.get("raw_reward_history") or []
     return {
+        "checkpoint_key": key,
         "uri": dg.MetadataValue.url(info.uri) if info.uri.startswith("s3://") else dg.MetadataValue.path(info.uri),
         "size_bytes": info.size_bytes,
         "sha256": info.sha256,

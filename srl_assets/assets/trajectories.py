@@ -10,6 +10,7 @@ from pydantic import Field
 from resources.duckdb_store import DuckDBStore
 from resources.rules import RulesResource
 from resources.teacher import TeacherResource
+from srl_assets.assets.lineage import lineage_metadata, read_table, table_result_version
 from srl_assets.collaboration.collaboration_orchestrator import CollaborationOrchestrator
 from srl_assets.collaboration.lore_retriever import LoreRetriever, lore_block
 from srl_assets.collaboration.verifier import Verifier
@@ -25,9 +26,16 @@ class TrajectoriesConfig(dg.Config):
     max_attempts: int = Field(default=3, description="Teacher attempts per task before it is rejected.")
 
 
-def load_tasks(store: DuckDBStore, model_type: str, split: str | None = None) -> list[Task]:
-    df = store.read("task_examples", model_type, *(("split = ?", [split]) if split else ()))
+def tasks_from(df: pd.DataFrame, split: str | None = None) -> list[Task]:
+    """Tasks of ``task_examples`` rows (one split, or all)."""
+    if split:
+        df = df[df.split == split]
     return [Task.from_row(row) for row in df.to_dict("records")]
+
+
+def load_tasks(store: DuckDBStore, model_type: str, split: str | None = None) -> list[Task]:
+    """The stored tasks of a partition, as they are now (tools; assets read them through their lineage)."""
+    return tasks_from(store.read("task_examples", model_type), split)
 
 
 def verify_stored(store: DuckDBStore, rules_resource: RulesResource, model_type: str) -> dg.AssetCheckResult:
@@ -43,7 +51,7 @@ def verify_stored(store: DuckDBStore, rules_resource: RulesResource, model_type:
 
 
 @dg.asset(partitions_def=model_type_partitions, deps=["task_examples"], group_name="data",
-          pool="duckdb", kinds={"duckdb"},
+          pool="duckdb", kinds={"duckdb"}, code_version="1",
           check_specs=[dg.AssetCheckSpec(CHECK_VERIFIED, asset="trajectories",
                                          description="Every stored trajectory passes the verifier.")],
           description="LoreRetriever -> TeacherPlanner -> Verifier per training task; only verified kept.")
@@ -52,11 +60,16 @@ def trajectories(context: dg.AssetExecutionContext, config: TrajectoriesConfig,
                  duckdb_store: DuckDBStore) -> dg.MaterializeResult:
     model_type = context.partition_key
     domain, rules = rules_resource.load(model_type)
-    tasks = load_tasks(duckdb_store, model_type, "train")
+    task_rows, tasks_up = read_table(context, duckdb_store, "task_examples")
+    tasks = tasks_from(task_rows, "train")
     orchestrator = CollaborationOrchestrator(LoreRetriever(rules, k=config.lore_k),
                                              teacher.get_teacher(domain, rules),
                                              Verifier(domain, rules), max_attempts=config.max_attempts)
     result = orchestrator.run(tasks)
+    if not result.accepted and len(result.teacher_errors) == len(tasks):
+        # every task failed at the provider: its own error, not a verifier statistic
+        raise RuntimeError(f"{model_type}: the teacher failed on all {len(tasks)} tasks; last error: "
+                           f"{result.teacher_errors[-1]}")
     if not result.accepted:
         raise RuntimeError(f"{model_type}: the teacher produced no verified trajectory for "
                            f"{len(tasks)} tasks; rejection reasons: {dict(result.rejection_reasons)}")
@@ -69,10 +82,13 @@ def trajectories(context: dg.AssetExecutionContext, config: TrajectoriesConfig,
         "rules_version": rules.version, "created_at": created,
     } for a in result.accepted])
     duckdb_store.replace_partition("trajectories", model_type, df)
+    version, version_meta = table_result_version(duckdb_store, "trajectories", model_type)
     example = result.accepted[0]
     reasons = "\n".join(f"| `{k}` | {v} |" for k, v in result.rejection_reasons.most_common()) or "| (none) | 0 |"
     return dg.MaterializeResult(
+        data_version=dg.DataVersion(version),
         metadata={
+            **version_meta, **lineage_metadata(tasks_up),
             "accepted": len(result.accepted),
             "rejected": len(result.rejected_tasks),
             "rejected_attempts": result.rejected_attempts,

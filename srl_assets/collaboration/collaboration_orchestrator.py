@@ -10,7 +10,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from srl_assets.collaboration.lore_retriever import LoreRetriever, RetrievedPassage
-from srl_assets.collaboration.teacher_planner import TeacherPlanner
+from srl_assets.collaboration.teacher_planner import TeacherError, TeacherPlanner
 from srl_assets.collaboration.verifier import Verdict, Verifier
 from srl_assets.dynamic_example_generator import Task
 
@@ -31,6 +31,7 @@ class CollaborationResult:
     attempts: int = 0
     rejected_attempts: int = 0
     rejection_reasons: Counter = field(default_factory=Counter)
+    teacher_errors: list[str] = field(default_factory=list)  # the provider's messages, one per failed task
 
     @property
     def acceptance_rate(self) -> float:
@@ -53,7 +54,16 @@ class CollaborationOrchestrator:
             lore = self.retriever.retrieve(task)
             for attempt in range(self.max_attempts):
                 result.attempts += 1
-                text = self.teacher.plan(task, lore, attempt)
+                try:
+                    text = self.teacher.plan(task, lore, attempt)
+                except TeacherError as exc:
+                    # The teacher already retried what can pass on a retry; another attempt would
+                    # only ask again. The task is rejected with the provider's reason.
+                    result.rejected_attempts += 1
+                    result.rejection_reasons[exc.reason] += 1
+                    result.teacher_errors.append(str(exc))
+                    result.rejected_tasks.append(task.task_id)
+                    break
                 verdict = self.verifier.verify_trajectory(task, text)
                 if verdict.passed:
                     result.accepted.append(AcceptedTrajectory(task, lore, text, verdict, attempt + 1))

@@ -6,7 +6,7 @@ import copy
 import random
 from typing import Any
 
-from srl_assets.domains.base import Domain, Failure, Plan, Rules, RulesValidator
+from srl_assets.domains.base import Domain, Failure, ParamsChecker, Plan, Rules, RulesValidator
 
 SIZE_ORDER = ("tiny", "small", "medium", "large", "huge")
 CAP_FRACTIONS = (0.2, 0.4, 0.6, 0.8)
@@ -119,6 +119,21 @@ class AnimalDomain(Domain):
             mass = self._mass(params, rules)[0]
             params["max_mass_kg"] = _num(lo + (mass - lo) * rng.choice(CAP_FRACTIONS))
         return params
+
+    def validate_params(self, params: Any, rules: Rules) -> None:
+        data = rules.data
+        c = ParamsChecker(params)
+        c.keys({"class", "diet", "habitat", "size", "ask_danger", "ask_moves"}, {"max_mass_kg"})
+        cls = c.choice("class", data["classes"], "class")
+        spec = data["classes"][cls]
+        c.choice("diet", spec["dentition"], f"diet of {cls!r}")
+        c.choice("habitat", spec["habitats"], f"habitat of {cls!r}")
+        c.choice("size", spec["sizes"], f"size of {cls!r}")
+        c.boolean("ask_danger")
+        c.boolean("ask_moves")
+        if "max_mass_kg" in params:
+            lo = data["sizes"][params["size"]]["mass_kg"][0]
+            c.number("max_mass_kg", lo, self._mass({**params, "max_mass_kg": None}, rules)[0])
 
     def task_skills(self, params: dict[str, Any], rules: Rules) -> list[str]:
         skills = ["class_anatomy", "diet_dentition", "habitat_adaptations", "size_mass"]

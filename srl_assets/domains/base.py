@@ -173,7 +173,8 @@ class RulesValidator:
     def reference(self, path: str, known: set[str] | dict[str, Any] | list[str],
                   what: str = "name") -> str:
         value = self.at(path)
-        if not isinstance(value, str) or value not in known:
+        # Strings or integers (facial variants are AU numbers); never a bool standing in for 0/1.
+        if isinstance(value, bool) or not isinstance(value, (str, int)) or value not in known:
             raise self.fail(path, f"unknown {what} {value!r}; known: {sorted(known)}")
         return value
 
@@ -190,6 +191,78 @@ def _split_path(path: str) -> list[str | int]:
         if chunk:
             parts.append(chunk)
     return parts
+
+
+# ----------------------------------------------------------------------------------------------
+# Task parameters (what a client may ask for: the serving API validates requests with these)
+
+
+class ParamsError(ValueError):
+    """A task's parameters break the rules. ``field`` names the parameter (``""`` for the whole)."""
+
+    def __init__(self, field: str, message: str):
+        self.field = field
+        super().__init__(f"params.{field}: {message}" if field else f"params: {message}")
+
+
+class ParamsChecker:
+    """Typed accessors over a task's params that raise ``ParamsError(field, ...)``.
+
+    ``keys`` first (unknown or missing keys), then one accessor per field; each returns the value,
+    or ``None`` for an absent optional key.
+    """
+
+    def __init__(self, params: Any):
+        if not isinstance(params, dict):
+            raise ParamsError("", f"must be a JSON object, got {type(params).__name__}")
+        self.params = params
+
+    def keys(self, required: set[str] | list[str] | tuple[str, ...],
+             optional: set[str] | list[str] | tuple[str, ...] = ()) -> None:
+        allowed = set(required) | set(optional)
+        for key in self.params:
+            if key not in allowed:
+                raise ParamsError(str(key), f"unknown parameter; allowed: {sorted(allowed)}")
+        for key in required:
+            if key not in self.params:
+                raise ParamsError(key, "is required")
+
+    def choice(self, key: str, choices: Any, what: str = "value") -> Any:
+        if key not in self.params:
+            return None
+        value = self.params[key]
+        known = sorted(choices)
+        # Strings or integers (facial variants are AU numbers); never a bool standing in for 0/1.
+        if isinstance(value, bool) or not isinstance(value, (str, int)) or value not in known:
+            raise ParamsError(key, f"unknown {what} {value!r}; allowed: {known}")
+        return value
+
+    def boolean(self, key: str) -> bool | None:
+        if key not in self.params:
+            return None
+        value = self.params[key]
+        if not isinstance(value, bool):
+            raise ParamsError(key, f"must be true or false, got {value!r}")
+        return value
+
+    def number(self, key: str, lo: float, hi: float, integer: bool = False) -> float | None:
+        if key not in self.params:
+            return None
+        value = self.params[key]
+        ok_type = int if integer else (int, float)
+        if isinstance(value, bool) or not isinstance(value, ok_type) or value != value:
+            raise ParamsError(key, f"must be {'an integer' if integer else 'a number'}, got {value!r}")
+        if not lo <= value <= hi:
+            raise ParamsError(key, f"{value!r} is outside the rules' range [{lo:g}, {hi:g}]")
+        return value
+
+    def mapping(self, key: str) -> dict[str, Any] | None:
+        if key not in self.params:
+            return None
+        value = self.params[key]
+        if not isinstance(value, dict) or not value:
+            raise ParamsError(key, f"must be a non-empty JSON object, got {value!r}")
+        return value
 
 
 # ----------------------------------------------------------------------------------------------
@@ -226,6 +299,16 @@ class Domain(abc.ABC):
     @abc.abstractmethod
     def sample_params(self, rng: random.Random, rules: Rules) -> dict[str, Any]:
         """Draw one task: a JSON-serializable combination of constraints from the rules."""
+
+    @abc.abstractmethod
+    def validate_params(self, params: Any, rules: Rules) -> None:
+        """Check params a client sends (the serving API) against the rules, before any other method.
+
+        Raise ``ParamsError(field, reason)`` (``ParamsChecker`` helps) for an unknown or missing key,
+        a value of the wrong type or outside the rules, or a combination the rules do not allow.
+        Every ``sample_params`` draw must pass; params that pass must be safe for ``task_skills``,
+        ``describe``, ``plan`` and ``check``.
+        """
 
     @abc.abstractmethod
     def task_skills(self, params: dict[str, Any], rules: Rules) -> list[str]:

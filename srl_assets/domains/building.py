@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import copy
+import math
 import random
 from typing import Any
 
-from srl_assets.domains.base import Domain, Failure, Plan, Rules, RulesValidator
+from srl_assets.domains.base import (Domain, Failure, ParamsChecker, ParamsError, Plan, Rules,
+                                      RulesValidator)
 
 
 HUB_FACTORS = (1.5, 2, 2.5)  # how much larger than its minimum a task may ask the hub to be
@@ -128,6 +130,22 @@ class BuildingDomain(Domain):
         if rng.random() < 0.35:
             params["hub_m2"] = round(fn["rooms"][0]["area"] * rng.choice(HUB_FACTORS))
         return params
+
+    def validate_params(self, params: Any, rules: Rules) -> None:
+        data = rules.data
+        c = ParamsChecker(params)
+        c.keys({"function", "floors"}, {"culture", "biome", "extra", "hub_m2"})
+        function = c.choice("function", data["functions"], "function")
+        fn = data["functions"][function]
+        c.number("floors", *fn["floors"], integer=True)
+        culture = c.choice("culture", data["cultures"], "culture")
+        known = data["cultures"][culture]["biomes"] if culture else data["biomes"]
+        c.choice("biome", known, f"biome{' for the culture ' + repr(culture) if culture else ''}")
+        if culture is None and "biome" not in params:
+            raise ParamsError("culture", "a task needs a culture, a biome or both")
+        c.choice("extra", [e["name"] for e in fn["extras"]], f"extra room of {function!r}")
+        area = fn["rooms"][0]["area"]
+        c.number("hub_m2", area, math.ceil(area * max(HUB_FACTORS)))
 
     def task_skills(self, params: dict[str, Any], rules: Rules) -> list[str]:
         skills = ["function_rooms", "floor_area", "door_connectivity"]

@@ -7,7 +7,8 @@ import random
 import re
 from typing import Any
 
-from srl_assets.domains.base import Domain, Failure, Plan, Rules, RulesValidator
+from srl_assets.domains.base import (Domain, Failure, ParamsChecker, ParamsError, Plan, Rules,
+                                      RulesValidator)
 
 LETTERS = ("A", "B", "C", "D", "E")
 N_ARKIT = 52
@@ -160,6 +161,32 @@ class FacialDomain(Domain):
             params["gaze"] = rng.choice(sorted(data["gaze"]))
             params["gaze_intensity"] = rng.choice(LETTERS)
         return params
+
+    def validate_params(self, params: Any, rules: Rules) -> None:
+        data = rules.data
+        c = ParamsChecker(params)
+        c.keys({"emotion", "intensity", "ask_body"}, {"side", "variant", "gaze", "gaze_intensity"})
+        emotion = c.choice("emotion", data["emfacs_prototypes"], "emotion")
+        c.choice("intensity", LETTERS, "intensity letter")
+        c.boolean("ask_body")
+        if emotion in data["unilateral"]:
+            if "side" not in params:
+                raise ParamsError("side", f"is required for the unilateral emotion {emotion!r}")
+            c.choice("side", SIDES, "side")
+        elif "side" in params:
+            raise ParamsError("side", f"only unilateral emotions {sorted(data['unilateral'])} take a side")
+        c.choice("variant", data["emotions"][emotion]["variants"], f"variant of {emotion!r}")
+        if ("gaze" in params) != ("gaze_intensity" in params):
+            raise ParamsError("gaze_intensity" if "gaze" in params else "gaze",
+                              "gaze and gaze_intensity go together")
+        if "gaze" in params:
+            c.choice("gaze", data["gaze"], "gaze")
+            c.choice("gaze_intensity", LETTERS, "intensity letter")
+            side = self._side(params, rules)
+            n_shapes = sum(len(self._shapes(rules, au, side)) for au in self._emotion_aus(params, rules))
+            if n_shapes > data["max_blendshapes_with_gaze"]:
+                raise ParamsError("gaze", f"{emotion!r} already uses {n_shapes} blendshapes, more than the "
+                                          f"{data['max_blendshapes_with_gaze']} that leave room for gaze")
 
     def task_skills(self, params: dict[str, Any], rules: Rules) -> list[str]:
         skills = ["action_units", "au_intensity", "blendshape_mapping", "blendshape_weights", "laterality"]

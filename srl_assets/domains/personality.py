@@ -6,7 +6,8 @@ import copy
 import random
 from typing import Any
 
-from srl_assets.domains.base import Domain, Failure, Plan, Rules, RulesValidator
+from srl_assets.domains.base import (Domain, Failure, ParamsChecker, ParamsError, Plan, Rules,
+                                      RulesValidator)
 
 TRAIT_NAMES = ("openness", "conscientiousness", "extraversion", "agreeableness", "neuroticism")
 OPPOSITE = {"high": "low", "low": "high"}
@@ -102,6 +103,21 @@ class PersonalityDomain(Domain):
         if rng.random() < 0.6:
             params["faction"] = rng.choice(sorted(data["factions"]))
         return params
+
+    def validate_params(self, params: Any, rules: Rules) -> None:
+        data = rules.data
+        c = ParamsChecker(params)
+        c.keys({"emotion", "intensity", "ask_action"}, {"traits", "faction"})
+        c.choice("emotion", data["emotions"], "emotion")
+        c.choice("intensity", data["intensity_levels"], "intensity level")
+        c.boolean("ask_action")
+        c.choice("faction", data["factions"], "faction")
+        traits = c.mapping("traits")
+        for trait, level in (traits or {}).items():
+            if trait not in TRAIT_NAMES:
+                raise ParamsError(f"traits.{trait}", f"unknown trait; allowed: {list(TRAIT_NAMES)}")
+            if level not in OPPOSITE:
+                raise ParamsError(f"traits.{trait}", f"must be 'high' or 'low', got {level!r}")
 
     def task_skills(self, params: dict[str, Any], rules: Rules) -> list[str]:
         skills = ["emotion_intensity", "facial_expression", "vocal_tone", "big_five"]

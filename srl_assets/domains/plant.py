@@ -6,7 +6,7 @@ import copy
 import random
 from typing import Any
 
-from srl_assets.domains.base import Domain, Failure, Plan, Rules, RulesValidator
+from srl_assets.domains.base import Domain, Failure, ParamsChecker, Plan, Rules, RulesValidator
 
 EDIBILITY = ("edible", "toxic", "inedible")
 
@@ -82,6 +82,19 @@ class PlantDomain(Domain):
             lo, hi = data["growth_forms"][params["growth_form"]]["height_m"]
             params["max_height_m"] = round(lo + (hi - lo) * rng.choice([0.2, 0.3, 0.4, 0.6, 0.8]), 2)
         return params
+
+    def validate_params(self, params: Any, rules: Rules) -> None:
+        data = rules.data
+        c = ParamsChecker(params)
+        c.keys({"family", "biome", "growth_form", "ask_flowering"}, {"rarity", "soil", "max_height_m"})
+        family = c.choice("family", data["families"], "family")
+        fam = data["families"][family]
+        biome = c.choice("biome", fam["biomes"], f"biome of {family!r}")
+        form = c.choice("growth_form", fam["growth_forms"], f"growth form of {family!r}")
+        c.boolean("ask_flowering")
+        c.choice("rarity", data["rarity_tiers"], "rarity tier")
+        c.choice("soil", data["biomes"][biome]["soils"], f"soil of {biome!r}")
+        c.number("max_height_m", *data["growth_forms"][form]["height_m"])
 
     def task_skills(self, params: dict[str, Any], rules: Rules) -> list[str]:
         skills = ["biome_climate", "growth_form_height", "family_edibility"]

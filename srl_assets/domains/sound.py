@@ -16,7 +16,8 @@ import random
 import re
 from typing import Any
 
-from srl_assets.domains.base import Domain, Failure, Plan, Rules, RulesValidator
+from srl_assets.domains.base import (Domain, Failure, ParamsChecker, ParamsError, Plan, Rules,
+                                      RulesValidator)
 
 MODES = ("major", "minor")
 METER_RE = re.compile(r"^\s*(\d{1,2})\s*/\s*(\d{1,2})\s*$")
@@ -206,6 +207,25 @@ class SoundDomain(Domain):
         if rng.random() < 0.5:
             params["key"] = rng.choice(data["keys"])
         return params
+
+    def validate_params(self, params: Any, rules: Rules) -> None:
+        data = rules.data
+        c = ParamsChecker(params)
+        kind = params.get("kind")
+        if kind == "ambience":
+            c.keys({"kind", "biome", "time", "ask_gain"}, {"weather"})
+            c.choice("biome", data["biomes"], "biome")
+            c.choice("time", data["times"], "time of day")
+            c.boolean("ask_gain")
+            c.choice("weather", data["weather"], "weather")
+        elif kind == "soundtrack":
+            c.keys({"kind", "mood", "culture"}, {"cue", "key"})
+            c.choice("mood", data["moods"], "mood")
+            c.choice("culture", data["cultures"], "culture")
+            c.choice("cue", data["cues"], "cue")
+            c.choice("key", data["keys"], "key")
+        else:
+            raise ParamsError("kind", f"unknown kind {kind!r}; allowed: ['ambience', 'soundtrack']")
 
     def task_skills(self, params: dict[str, Any], rules: Rules) -> list[str]:
         if params["kind"] == "ambience":

@@ -6,7 +6,7 @@ import copy
 import random
 from typing import Any
 
-from srl_assets.domains.base import Domain, Failure, Plan, Rules, RulesValidator
+from srl_assets.domains.base import Domain, Failure, ParamsChecker, Plan, Rules, RulesValidator
 
 HABITS = ("deciduous", "evergreen")
 SEASON_COLOURS = ("foliage", "autumn", "bare")  # what a habit shows in a season
@@ -119,6 +119,17 @@ class TreeDomain(Domain):
         if rng.random() < 0.7:
             params["season"] = rng.choice(data["seasons"])
         return params
+
+    def validate_params(self, params: Any, rules: Rules) -> None:
+        data = rules.data
+        c = ParamsChecker(params)
+        c.keys({"species", "ask_angle", "ask_lsystem"}, {"age_years", "season"})
+        species = c.choice("species", data["species"], "species")
+        c.boolean("ask_angle")
+        c.boolean("ask_lsystem")
+        maturity = data["species"][species]["maturity_years"]
+        c.number("age_years", 1, max(1, round(maturity * max(AGE_FRACTIONS))), integer=True)
+        c.choice("season", data["seasons"], "season")
 
     def task_skills(self, params: dict[str, Any], rules: Rules) -> list[str]:
         skills = ["species_traits", "height_growth", "trunk_growth"]

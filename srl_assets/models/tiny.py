@@ -16,7 +16,6 @@ import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -30,6 +29,7 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
+from srl_assets.models.sampler import pick_sampler
 from srl_assets.prompts import THINK_CLOSE, THINK_OPEN
 from srl_assets.training.processes import is_main_process
 
@@ -223,8 +223,11 @@ def pick_device() -> tuple[str, torch.dtype]:
 @torch.inference_mode()
 def generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: list[str],
              max_new_tokens: int = 256, temperature: float = 0.0, batch_size: int = 16,
-             top_p: float = 1.0, seed: int | None = None, add_special_tokens: bool = True) -> list[str]:
+             top_p: float = 1.0, seed: int | None = None, add_special_tokens: bool = True,
+             sampler: str | None = None) -> list[str]:
     """Complete each prompt; returns only the new text, one string per prompt, in order.
+
+    ``sampler``: ``auto`` (default, or $SRL_SAMPLER), ``fast`` or ``hf``; see ``models.sampler``.
 
     ``temperature == 0`` is greedy decoding; above 0, plain sampling at that temperature (top-k off,
     nucleus ``top_p``). Prompts are raw text: render a chat template with ``tokenize=False`` first if
@@ -239,9 +242,9 @@ def generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts
         torch.manual_seed(seed)
     if tokenizer.padding_side != "left":
         raise ValueError("generation needs a left-padding tokenizer (load_model sets it)")
-    sampling: dict[str, Any] = (
-        {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": 0}
-        if temperature > 0 else {"do_sample": False, "temperature": None, "top_p": None, "top_k": None})
+    # The lean sampler (srl_assets/models/sampler.py) for Llama-shaped models, else HF generate;
+    # `sampler="hf"` or SRL_SAMPLER=hf picks HF generate. Both draw on the RNG seeded above.
+    sample = pick_sampler(model, sampler)
     was_training = model.training
     model.eval()
     outputs: list[str] = []
@@ -249,13 +252,9 @@ def generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts
         for start in range(0, len(prompts), batch_size):
             batch = tokenizer(prompts[start:start + batch_size], return_tensors="pt", padding=True,
                               add_special_tokens=add_special_tokens).to(model.device)
-            new = model.generate(
-                **batch,
-                max_new_tokens=max_new_tokens,
-                pad_token_id=tokenizer.pad_token_id,
-                eos_token_id=tokenizer.eos_token_id,
-                **sampling,
-            )[:, batch["input_ids"].shape[1]:]  # (batch, new_tokens): left padding aligns all prompts' ends
+            new = sample(model, batch["input_ids"], batch["attention_mask"], max_new_tokens=max_new_tokens,
+                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+                         temperature=temperature, top_p=top_p)
             outputs.extend(tokenizer.batch_decode(new, skip_special_tokens=True,
                                                   clean_up_tokenization_spaces=False))
     finally:

@@ -43,5 +43,5 @@ def evaluate_model(candidate: str, model, tokenizer, tasks: list[Task], prompts:
                 candidate=candidate, task_id=task.task_id, skills=task.skills, passed=verdict.passed,
                 score=verdict.score, failed_skills=failed, format_ok=verdict.format_ok,
                 output_tokens=len(tokenizer(text, add_special_tokens=False)["input_ids"]),
-                latency_s=latency))
+                latency_s=latency, output=text))
     return records

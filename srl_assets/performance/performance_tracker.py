@@ -45,6 +45,8 @@ class EvalRecord:
     format_ok: bool
     output_tokens: int
     latency_s: float
+    #: the generated text (kept so a report can show what the model wrote, e.g. as previews).
+    output: str = field(default="", compare=False, repr=False)
 
     def skill_passed(self, skill: str) -> bool:
         """Whether this record counts as a pass for ``skill``.

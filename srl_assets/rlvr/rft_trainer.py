@@ -45,6 +45,7 @@ class VerifiedSample:
     completion: str
     score: float
     passed: bool
+    format_ok: bool = True  # the Verifier could read the trajectory and its spec had the type's schema
 
 
 def select_samples(samples: list[VerifiedSample], min_score: float) -> list[VerifiedSample]:
@@ -89,7 +90,8 @@ class RFTTrainer:
         samples = []
         for i, completion in enumerate(completions):
             verdict = self.verifier.verify_trajectory(parse_task_column(rows[i // k]["task"]), strip_think(completion))
-            samples.append(VerifiedSample(i // k, prompts[i], completion, verdict.score, verdict.passed))
+            samples.append(VerifiedSample(i // k, prompts[i], completion, verdict.score, verdict.passed,
+                                          verdict.format_ok))
         return samples
 
     def train(self, model_path: str, rows: list[dict[str, Any]], work_dir: Path, out_dir: Path,
@@ -99,6 +101,7 @@ class RFTTrainer:
         ``out_dir``. ``make_selector(tokenizer)`` gives a ``BestCheckpointSelector`` that validates
         the start and every round; the best round is published (never the start)."""
         from srl_assets.models.sft import warm_start_sft
+        from srl_assets.training.progress_callback import TrainerProgress
 
         cfg = self.config
         need = cfg.rounds * cfg.prompts_per_round
@@ -135,6 +138,7 @@ class RFTTrainer:
             scores = [s.score for s in samples]
             stats = {"round": r, "samples": len(samples), "sample_score_mean": statistics.fmean(scores),
                      "sample_pass_rate": sum(s.passed for s in samples) / len(samples),
+                     "format_violation_rate": sum(not s.format_ok for s in samples) / len(samples),
                      "tasks": len(samples) // cfg.samples_per_prompt, "kept": len(kept)}
             done = sum(x["steps"] for x in rounds)  # fine-tuning steps of the earlier rounds
             if on_log is not None:
@@ -151,7 +155,8 @@ class RFTTrainer:
                                     sft_dir, max_steps=stats["steps"], lr=cfg.learning_rate,
                                     batch_size=cfg.batch_size, seed=cfg.seed + r, warmup_steps=5,
                                     report_to=report_to, save_steps=cfg.save_steps,
-                                    resume_from_checkpoint=checkpoint, callbacks=[metrics])
+                                    resume_from_checkpoint=checkpoint,
+                                    callbacks=[metrics, *([TrainerProgress(on_log, "RFT steps")] if on_log else [])])
             stats["final_loss"] = result["final_loss"]
             rounds.append(stats)
             if selector is not None:
@@ -165,6 +170,8 @@ class RFTTrainer:
                 "processes": 1, "rounds": rounds, "log": metrics.logs,
                 "kept": sum(x["kept"] for x in rounds),
                 "raw_reward_history": [x["sample_score_mean"] for x in rounds],
+                "format_violation_rate": (sum(x.get("format_violation_rate", 0.0) * x["samples"] for x in rounds)
+                                          / max(1, sum(x["samples"] for x in rounds))),
                 **(selector.summary() if selector else {})}
 
     @staticmethod

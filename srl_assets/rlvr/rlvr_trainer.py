@@ -10,6 +10,7 @@ verified samples, TRL SFTTrainer). Each takes the same inputs and returns the sa
 from __future__ import annotations
 
 import copy
+import statistics
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -86,6 +87,7 @@ def _grpo(inputs: RLVRInputs, config: dict[str, Any]) -> dict[str, Any]:
     return {"config": asdict(cfg), "resumed_from": resumed_from, "steps": trainer.state.global_step,
             "processes": world_size(), "rollouts_per_step": trainer.args.generation_batch_size,
             "log": metrics_cb.logs, "kl_history": kl_cb.history, "raw_reward_history": reward.raw_history,
+            "format_violation_rate": statistics.fmean(reward.format_history) if reward.format_history else None,
             "normalizer_stats": reward.normalizer.stats(), **(selector.summary() if selector else {})}
 
 

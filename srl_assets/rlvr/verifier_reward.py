@@ -22,12 +22,17 @@ def parse_task_column(value: Any) -> Task:
 
 def make_verifier_reward_fn(verifier: Verifier):
     """``fn(prompts, completions, task=[...]) -> scores in [0, 1]``; reads the ``task`` column.
+    ``fn.last_format_violations`` holds, for the last call, whether each completion failed the
+    Verifier's format or schema check (a score alone cannot tell: both score 0 like a wrong value).
 
     >>> # fn(["Task: ..."], ["1. **Plan** ...\\n2. **Final spec** {...}"], task=[task_json]) -> [1.0]
     """
 
     def verifier_reward(prompts, completions, task, **kwargs) -> list[float]:
-        return [verifier.verify_trajectory(parse_task_column(t), strip_think(completion_text(c))).score
-                for c, t in zip(completions, task, strict=True)]
+        verdicts = [verifier.verify_trajectory(parse_task_column(t), strip_think(completion_text(c)))
+                    for c, t in zip(completions, task, strict=True)]
+        verifier_reward.last_format_violations = [not v.format_ok for v in verdicts]
+        return [v.score for v in verdicts]
 
+    verifier_reward.last_format_violations = []
     return verifier_reward

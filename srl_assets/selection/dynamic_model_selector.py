@@ -4,7 +4,7 @@ Candidates are local checkpoints ("base", "srl", "rlvr") and, later, paid fine-t
 has evaluation evidence for the skill (``passed`` of ``n`` held-out tasks) and a running cost.
 The selector ranks them by a linear utility:
 
-    utility = w_quality · wilson_lower(passed, n) − w_cost · cost_per_1k_tokens − w_latency · latency_s
+    utility = w_quality · wilson_lower(passed, n) − w_cost · total_cost_per_1k − w_latency · latency_s
 
 Quality is the lower bound of the 95 % Wilson interval rather than the raw pass rate, so a
 candidate that passed 3/3 tasks (lower bound 0.44) does not beat one that passed 90/100 (0.83):
@@ -30,21 +30,48 @@ class PassCounts(Protocol):
     passed: int
 
 
+# Load assumed when a candidate's hosting (a dedicated endpoint, provisioned throughput) is
+# spread over tokens: its hourly price is divided by this many output tokens per hour.
+DEFAULT_OUTPUT_TOKENS_PER_HOUR = 100_000.0
+
+
 @dataclass(frozen=True)
 class Candidate:
-    """A model that can take a responsibility. Cost in currency units per 1,000 output tokens
-    (0 for a local checkpoint if its compute is not priced); latency in seconds per task."""
+    """A model that can take a responsibility; latency in seconds per task.
+
+    Cost, in currency units per 1,000 output tokens, is ``cost_per_1k_tokens`` (a flat all-in
+    price, 0 for a local checkpoint whose compute is not priced) plus, for a hosted model, its
+    real prices: ``output_per_1k`` + ``input_per_1k`` × (input tokens per output token, from the
+    evaluation) + ``hosting_per_hour`` spread over ``output_tokens_per_hour``. See ``total_cost_per_1k``.
+    """
 
     name: str
     kind: str
-    cost_per_1k_tokens: float
-    mean_latency_s: float
+    cost_per_1k_tokens: float = 0.0
+    mean_latency_s: float = 0.0
+    input_per_1k: float = 0.0
+    output_per_1k: float = 0.0
+    hosting_per_hour: float = 0.0
+    mean_input_tokens: float = 0.0
+    mean_output_tokens: float = 0.0
+    output_tokens_per_hour: float = DEFAULT_OUTPUT_TOKENS_PER_HOUR
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"candidate '{self.name}': kind must be one of {KINDS}, got '{self.kind}'")
         if self.cost_per_1k_tokens < 0 or self.mean_latency_s < 0:
             raise ValueError(f"candidate '{self.name}': cost and latency must be >= 0")
+        if min(self.input_per_1k, self.output_per_1k, self.hosting_per_hour, self.mean_input_tokens,
+               self.mean_output_tokens) < 0 or self.output_tokens_per_hour <= 0:
+            raise ValueError(f"candidate '{self.name}': prices and token counts must be >= 0 "
+                             f"and output_tokens_per_hour > 0")
+
+    @property
+    def total_cost_per_1k(self) -> float:
+        """Everything one thousand output tokens cost, in the units of the prices."""
+        ratio = self.mean_input_tokens / self.mean_output_tokens if self.mean_output_tokens else 0.0
+        hosting = self.hosting_per_hour * 1000.0 / self.output_tokens_per_hour
+        return self.cost_per_1k_tokens + self.output_per_1k + self.input_per_1k * ratio + hosting
 
 
 @dataclass(frozen=True)
@@ -90,7 +117,7 @@ class DynamicModelSelector:
         """w_quality · Wilson lower bound − w_cost · cost per 1k tokens − w_latency · latency."""
         lower, _ = wilson_interval(stat.passed, stat.n)
         w = self.weights
-        return w.quality * lower - w.cost * cand.cost_per_1k_tokens - w.latency * cand.mean_latency_s
+        return w.quality * lower - w.cost * cand.total_cost_per_1k - w.latency * cand.mean_latency_s
 
     def select(self, model_type: str, skill_stats: dict[str, PassCounts],
                candidates: dict[str, Candidate], skill: str = "overall") -> Selection:
@@ -102,7 +129,7 @@ class DynamicModelSelector:
         ranked = sorted(
             ((round(self.utility(st, candidates[name]), 12), name)
              for name, st in skill_stats.items() if st.n > 0),
-            key=lambda t: (-t[0], candidates[t[1]].cost_per_1k_tokens, t[1]),
+            key=lambda t: (-t[0], candidates[t[1]].total_cost_per_1k, t[1]),
         )
         if not ranked:
             raise ValueError(f"{model_type}/{skill}: no candidate has evaluated tasks (all n = 0)")
@@ -129,7 +156,7 @@ class DynamicModelSelector:
         lower, _ = wilson_interval(stat.passed, stat.n)
         w = self.weights
         text = (f"{cand.kind} '{name}': utility {score:.3f} = {w.quality:g}×{lower:.3f} "
-                f"(Wilson lower bound of {stat.passed}/{stat.n}) − {w.cost:g}×{cand.cost_per_1k_tokens:g} "
+                f"(Wilson lower bound of {stat.passed}/{stat.n}) − {w.cost:g}×{cand.total_cost_per_1k:.4g} "
                 f"(cost/1k tokens) − {w.latency:g}×{cand.mean_latency_s:g} s")
         if runner_up is None:
             return text + "; the only candidate with evaluated tasks"

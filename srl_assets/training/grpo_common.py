@@ -38,15 +38,22 @@ class NormalizedReward:
         self.group_size = group_size
         self.__name__ = name
         self.raw_history: list[float] = []  # mean raw reward of each call (one call per step)
+        self.format_history: list[float] = []  # format violation rate of each call
 
     def __call__(self, prompts, completions, **kwargs) -> list[float]:
         raw = self.raw_fn(prompts, completions, **kwargs)
         normalized = self.normalizer.normalize(raw, self.group_size)
         self.raw_history.append(statistics.fmean(raw))
+        # The verifier reward says which completions failed its format/schema check; the step
+        # reward marks a malformed step with -1.
+        violations = getattr(self.raw_fn, "last_format_violations", None)
+        if violations is None or len(violations) != len(raw):
+            violations = [r == -1.0 for r in raw]
+        self.format_history.append(sum(violations) / len(raw))
         log_metric = kwargs.get("log_metric")
         if log_metric is not None:
             log_metric("raw_reward_mean", statistics.fmean(raw))
-            log_metric("format_violation_rate", sum(r == -1.0 for r in raw) / len(raw))
+            log_metric("format_violation_rate", self.format_history[-1])
         return normalized
 
 

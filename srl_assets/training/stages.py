@@ -79,6 +79,7 @@ def base_stage(spec: dict[str, Any], report: Reporter) -> dict[str, Any]:
     sft: dict[str, Any] = {"steps": 0}
     if int(cfg.get("sft_steps", 0)) > 0:
         from srl_assets.training.grpo_common import resume_point
+        from srl_assets.training.progress_callback import TrainerProgress
 
         # The tokenizer and the fresh model are rebuilt deterministically from the same corpus, so
         # an interrupted warm start resumes from its last intermediate checkpoint.
@@ -88,7 +89,8 @@ def base_stage(spec: dict[str, Any], report: Reporter) -> dict[str, Any]:
                              max_steps=int(cfg["sft_steps"]), lr=float(cfg.get("sft_lr", 1e-3)),
                              batch_size=int(cfg.get("sft_batch_size", 8)), seed=int(cfg.get("seed", 0)),
                              report_to=spec.get("report_to", []), save_steps=cfg.get("save_steps"),
-                             resume_from_checkpoint=resumed_from)
+                             resume_from_checkpoint=resumed_from,
+                             callbacks=[TrainerProgress(report, "SFT steps")])
         sft["resumed_from"] = resumed_from
         report({"event": "sft_done", "final_loss": sft.get("final_loss"), "steps": sft.get("steps")})
     save_model(model, tokenizer, spec["out_dir"])

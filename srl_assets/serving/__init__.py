@@ -1,0 +1,1 @@
+"""The serving API (FastAPI): verified generation over the selected models. No Dagster imports here."""
