@@ -77,6 +77,20 @@ def test_performance_report_shows_its_table_and_pass_rate_plot(dagster_server, t
     width, height, alt = image.evaluate("img => [img.naturalWidth, img.naturalHeight, img.alt]")
     assert width > 100 and height > 100 and TINY_PARTITION in alt
     _shot(page, screenshot_dir, "performance-report-plot")
+    page.keyboard.press("Escape")
+    expect(page.get_by_role("dialog")).to_have_count(0)
+
+    # The gallery: what base, SRL and RLVR wrote for the first held-out tasks, rendered, with each verdict.
+    metadata_row("gallery").get_by_text("Show Markdown").click()
+    gallery = page.get_by_role("dialog")
+    thumbnails = gallery.locator("img[src^='data:image/png']")
+    expect(thumbnails.first).to_be_visible()
+    assert thumbnails.count() >= 3, "one rendered output per candidate at least"
+    assert all(w > 50 for w in thumbnails.evaluate_all("imgs => imgs.map(i => i.naturalWidth)"))
+    for candidate in ("base", "srl", "rlvr"):
+        expect(gallery.get_by_role("columnheader", name=candidate, exact=False).first).to_be_visible()
+    page.wait_for_timeout(400)  # the dialog fades in: let the screenshot show it settled
+    _shot(page, screenshot_dir, "performance-report-gallery")
 
 
 _RUNS_OF_SENSOR = """{ runsOrError(filter: {tags: [{key: "dagster/sensor_name", value: "weakness_sensor"}]}) {

@@ -30,20 +30,13 @@ from starlette.concurrency import run_in_threadpool
 
 from srl_assets.domains.base import Domain, Rules
 from srl_assets.dynamic_example_generator import Task
+from srl_assets.paid.base import Generation  # one generation's text, tokens and latency, as the providers return it
 from srl_assets.registry import Registry
 from srl_assets.serving.errors import ServiceUnavailable
 from srl_assets.serving.routing import SelectionView
 from srl_assets.serving.tables import TableMissing, TableReader
 
 LOCAL, PAID, REGISTERED = "local", "paid", "registered"
-
-
-@dataclass(frozen=True)
-class Generation:
-    text: str
-    input_tokens: int
-    output_tokens: int
-    latency_s: float
 
 
 @dataclass(frozen=True)
