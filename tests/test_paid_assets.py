@@ -12,6 +12,7 @@ import pytest
 
 from helpers.fake_openai import FakeOpenAI
 from helpers.paid_data import good_fraction_responder
+from resources.checkpoint_store import LocalCheckpointStore
 from resources.duckdb_store import DuckDBStore
 from resources.paid import PaidFineTuningResource
 from resources.rules import RulesResource
@@ -58,6 +59,7 @@ def env(seeded, tmp_path, monkeypatch):
         resources = {
             "duckdb_store": DuckDBStore(database=str(db)), "rules_resource": RulesResource(),
             "training": TrainingResource(work_root=str(tmp_path / "work")),
+            "checkpoint_store": LocalCheckpointStore(root=str(tmp_path / "checkpoints")),
             "paid": _paid(fake, "2026-12-01"),
         }
         yield instance, fake, resources, JobStore(resources["duckdb_store"])
@@ -295,7 +297,8 @@ def test_vertex_and_bedrock_go_through_the_whole_cycle_in_the_assets(case, seede
     db = tmp_path / "srl.duckdb"
     shutil.copy(template, db)
     resources = {"duckdb_store": DuckDBStore(database=str(db)), "rules_resource": RulesResource(),
-                 "training": TrainingResource(work_root=str(tmp_path / "work")), "paid": paid}
+                 "training": TrainingResource(work_root=str(tmp_path / "work")), "paid": paid,
+                 "checkpoint_store": LocalCheckpointStore(root=str(tmp_path / "checkpoints"))}
     store = JobStore(resources["duckdb_store"])
     before = created()
 
@@ -350,7 +353,8 @@ def test_vertex_reinforcement_is_sent_the_verifier_reward_snippet(seeded, tmp_pa
     fake, paid, spec, _, _ = _vertex_case(request, monkeypatch)
     shutil.copy(template, tmp_path / "srl.duckdb")
     resources = {"duckdb_store": DuckDBStore(database=str(tmp_path / "srl.duckdb")), "rules_resource": RulesResource(),
-                 "training": TrainingResource(work_root=str(tmp_path / "work")), "paid": paid}
+                 "training": TrainingResource(work_root=str(tmp_path / "work")), "paid": paid,
+                 "checkpoint_store": LocalCheckpointStore(root=str(tmp_path / "checkpoints"))}
     _jobs(instance, resources, {**SUBMIT, "method": "reinforcement", "jobs": [spec]})
     job = fake.jobs[JobStore(resources["duckdb_store"]).jobs().iloc[0].job_id]
     scorer = job.body["reinforcementTuningSpec"]["singleRewardConfig"]["codeExecutionRewardScorer"]

@@ -66,7 +66,9 @@ def test_datasets_from_verified_trajectories_and_verifier_ranked_pairs():
     assert counts["dropped_unverified"] == 1 and counts["sft_examples"] == 9
     verifier, by_id = Verifier(domain, rules), {t.task_id: t for t in tasks}
     assert all(verifier.verify_trajectory(by_id[e.task_id], e.completion).passed for e in source.sft)
-    assert len(source.preference) == 9
+    assert len(source.preference) == 9       # build_source's own pairs: the mutated-copy fallback, labelled so
+    assert {(p.metadata["chosen_from"], p.metadata["rejected_from"]) for p in source.preference} == {
+        ("expert_trajectory", "mutated_copy")}
     for pair in source.preference:
         assert verifier.verify_trajectory(by_id[pair.task_id], pair.chosen).passed
         assert not verifier.verify_trajectory(by_id[pair.task_id], pair.rejected).passed

@@ -120,6 +120,9 @@ def test_each_rlvr_algorithm_trains_and_reloads(tmp_path, base_path, plant_data,
     _write_summary(spec, summary)
     assert summary["algorithm"] == algorithm and summary["steps"] == 2
     assert all(0.0 <= r <= 1.0 for r in summary["raw_reward_history"])
+    # Every algorithm counts the Verifier's format/schema failures: 40 new tokens or fewer cannot hold a whole
+    # trajectory with its final spec, so every rollout fails the format (a rate of 0 by construction would fail).
+    assert summary["format_violation_rate"] == 1.0
     _reloads_and_generates(spec["out_dir"])
 
 

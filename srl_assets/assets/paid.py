@@ -3,6 +3,14 @@
 They live in their own job (``paid_finetune``), never in ``srl_pipeline``: the demo must not call a
 provider. Both run in the ``paid`` pool, not ``gpu``: they wait on HTTP, not on an accelerator.
 
+Preference pairs come from the partition's own policy: ``paid_finetune_jobs`` samples the checkpoint
+that the latest ``rlvr_checkpoint`` materialization names (key and sha256, as lineage shows), k times
+per task, and the Verifier ranks the samples (``paid.datasets.policy_preference_pairs``). That
+sampling runs on CPU in this step's process, not in the ``gpu`` pool: it is a few hundred short
+completions, and holding the accelerator's pool for it would stall training runs for a job that
+otherwise only waits on HTTP. The expert-against-mutated-copies pairs stay as an explicit fallback
+(``preference_source: mutated``) for a partition with no local checkpoint yet.
+
 Where paid candidates are evaluated: ``performance_report`` holds the ``gpu`` pool for the local
 checkpoints, and a hosted model needs no GPU, so ``paid_candidates`` evaluates each registered
 candidate itself, on the same seeded held-out tasks as the partition's latest performance report
@@ -14,23 +22,25 @@ prices; a new performance report is joined by the paid candidates the next time
 
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import dagster as dg
 import pandas as pd
 from pydantic import Field
 
+from resources.checkpoint_store import CheckpointStore
 from resources.duckdb_store import DuckDBStore, rows_digest
 from resources.paid import PaidFineTuningResource
 from resources.rules import RulesResource
 from resources.training import TrainingResource
 from srl_assets.assets.lineage import lineage_metadata, materializations, read_table
+from srl_assets.assets.training_support import fetch_checkpoint, upstream_checkpoint
 from srl_assets.assets.trajectories import load_tasks
 from srl_assets.collaboration.lore_retriever import policy_prompts
 from srl_assets.collaboration.verifier import Verifier
 from srl_assets.dynamic_example_generator import DynamicExampleGenerator
 from srl_assets.paid.base import DatasetFormatError, JobStatus, ProviderRefused, SpendCapExceeded, TunedModel
-from srl_assets.paid.datasets import build_source
+from srl_assets.paid.datasets import build_source, pair_provenance, pairs_from_policy, sample_policy, write_jsonl
 from srl_assets.paid.evaluation import PaidEvalConfig, evaluate_paid
 from srl_assets.paid.grader import GraderUnavailable, openai_python_grader, vertex_reward_snippet
 from srl_assets.paid.job_store import JobStore, SubmitRequest, refresh, submit
@@ -62,24 +72,54 @@ class PaidFinetuneJobsConfig(dg.Config):
     max_spend_usd: float = Field(default=20.0, description="Per-job cap on the estimated training cost.")
     cumulative_cap_usd: float = Field(default=100.0, description="Cap on all recorded jobs' cost together "
                                       "(measured where known, else estimated), this one included.")
+    preference_source: Literal["policy", "mutated"] = Field(
+        default="policy", description="Where preference pairs come from (only when a job's method is preference): "
+        "policy = samples of the partition's RLVR checkpoint ranked by the Verifier (needs rlvr_checkpoint "
+        "materialized); mutated = the expert trajectory against copies broken by the domain's mutate "
+        "(a fallback that needs no checkpoint, but teaches nothing about the policy's own mistakes).")
+    preference_samples_per_task: int = Field(default=4, ge=2, description="Policy samples per task (k); a task "
+                                             "gives a pair only when its samples differ in verdict.")
+    preference_temperature: float = Field(default=0.8, gt=0, description="Sampling temperature of the policy "
+                                          "samples; 0 would make the k samples one greedy answer.")
+    preference_max_tasks: int = Field(default=64, ge=1, description="Tasks sampled (the first verified "
+                                      "trajectories); sampling runs on CPU, so keep it small.")
+    preference_max_new_tokens: int = Field(default=320, ge=1, description="Generation budget per sample "
+                                           "(as performance_report).")
+    preference_seed: int = Field(default=0, description="Sampling seed: a retried run draws the same samples.")
 
 
-@dg.asset(partitions_def=model_type_partitions, deps=["trajectories"], group_name="paid", pool="paid",
-          kinds={"duckdb"}, description="Datasets, cost estimates and (opted in, not a dry run, under the caps) "
-          "hosted fine-tuning jobs, recorded before they are created.")
+@dg.asset(partitions_def=model_type_partitions, deps=["trajectories", "rlvr_checkpoint"], group_name="paid",
+          pool="paid", kinds={"duckdb"}, description="Datasets (preference pairs from the RLVR policy's verified "
+          "samples), cost estimates and (opted in, not a dry run, under the caps) hosted fine-tuning jobs, "
+          "recorded before they are created.")
 def paid_finetune_jobs(context: dg.AssetExecutionContext, config: PaidFinetuneJobsConfig, duckdb_store: DuckDBStore,
-                       rules_resource: RulesResource, training: TrainingResource,
-                       paid: PaidFineTuningResource) -> dg.MaterializeResult:
+                       rules_resource: RulesResource, training: TrainingResource, paid: PaidFineTuningResource,
+                       checkpoint_store: CheckpointStore) -> dg.MaterializeResult:
     model_type = context.partition_key
     domain, rules = rules_resource.load(model_type)
     traj_df, traj_up = read_table(context, duckdb_store, "trajectories")
     rows = traj_df.to_dict("records")
-    source, counts = build_source(model_type, rows, load_tasks(duckdb_store, model_type), domain, rules,
-                                  training.policy_lore_k)
+    tasks = load_tasks(duckdb_store, model_type)
+    store, out_dir = JobStore(duckdb_store), Path(duckdb_store.database).parent / "paid_datasets" / model_type
+    ups, pref_meta, sha = [traj_up], {}, None
+    wants_pairs = any((spec.method or config.method) == "preference" for spec in config.jobs)
+    pairs = [] if not wants_pairs else None  # no job trains on pairs: no sampling, no checkpoint needed
+    if wants_pairs and config.preference_source == "policy":
+        pairs, stats, ckpt, rlvr_up = _policy_pairs(context, config, duckdb_store, checkpoint_store, training,
+                                                    rows, tasks, domain, rules)
+        ups.append(rlvr_up)
+        sha = ckpt["sha256"]
+        pref_meta.update(stats.as_metadata(), policy_checkpoint_key=ckpt["key"], policy_checkpoint_sha256=sha)
+    # pairs None: the explicit fallback (preference_source: mutated), built by build_source
+    source, counts = build_source(model_type, rows, tasks, domain, rules, training.policy_lore_k, preference=pairs)
+    if wants_pairs:
+        pref_meta["preference_source"] = config.preference_source
+        # Where each side of each pair came from: the provider formats have no room for it.
+        write_jsonl(pair_provenance(source.preference, sha), out_dir / "preference_pairs.provenance.jsonl")
+    counts.update(pref_meta)
     share = not config.dry_run and model_type in config.opt_in_model_types
     if not config.dry_run and not share:
         context.log.warning(f"{model_type} is not in opt_in_model_types: dry run, no data leaves the machine")
-    store, out_dir = JobStore(duckdb_store), Path(duckdb_store.database).parent / "paid_datasets" / model_type
     lines, refused = [], []
     for spec in config.jobs:
         method = spec.method or config.method
@@ -102,7 +142,7 @@ def paid_finetune_jobs(context: dg.AssetExecutionContext, config: PaidFinetuneJo
                      f"${res.estimate.usd:.2f} ({res.estimate.detail}) | {res.status} {res.job_id or ''} |")
     table = ("| provider | base model | method | examples | estimate | outcome |\n|---|---|---|---:|---|---|\n"
              + "\n".join(lines))
-    metadata = {**counts, **lineage_metadata(traj_up), "dry_run": not share, "jobs": dg.MetadataValue.md(table),
+    metadata = {**counts, **lineage_metadata(*ups), "dry_run": not share, "jobs": dg.MetadataValue.md(table),
                 "datasets_dir": str(out_dir), "committed_spend_usd": round(store.committed_spend(), 4)}
     if refused:
         # Loud: a refused or over-cap job is a decision the user must see, not a silent skip.
@@ -110,6 +150,34 @@ def paid_finetune_jobs(context: dg.AssetExecutionContext, config: PaidFinetuneJo
     # Content version: this partition's job rows (ids, states, estimates), not when they were touched.
     version = rows_digest(store.jobs("model_type = ?", [model_type]).drop(columns=["created_at", "updated_at"]))
     return dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(version))
+
+
+def _policy_pairs(context: dg.AssetExecutionContext, config: PaidFinetuneJobsConfig, duckdb_store: DuckDBStore,
+                  checkpoint_store: CheckpointStore, training: TrainingResource, rows: list[dict], tasks, domain,
+                  rules):
+    """(pairs, their stats, the checkpoint sampled, the rlvr_checkpoint materialization that names it)."""
+    model_type = context.partition_key
+    try:
+        ckpt, rlvr_up = upstream_checkpoint(context, duckdb_store, "rlvr_checkpoint", "rlvr")
+    except LookupError as exc:
+        raise dg.Failure(description=(
+            f"preference_source 'policy' samples the partition's local policy, but {exc}. Materialize "
+            f"rlvr_checkpoint for {model_type} (srl_pipeline), or set preference_source: mutated to pair the "
+            "expert trajectory with mutated copies instead.")) from exc
+    # CPU, in this process (see the module docstring): the paid pool never waits on the gpu pool.
+    path = fetch_checkpoint(checkpoint_store, training, ckpt, local=True)
+    context.log.info(f"{model_type}: sampling {config.preference_samples_per_task} per task at T="
+                     f"{config.preference_temperature} from {ckpt['key']} ({ckpt['sha256'][:12]}) on CPU")
+    pairs, stats = pairs_from_policy(
+        rows, tasks, domain, rules, training.policy_lore_k,
+        lambda prompts: sample_policy(path, prompts, config.preference_samples_per_task,
+                                      config.preference_temperature, config.preference_max_new_tokens,
+                                      seed=config.preference_seed),
+        config.preference_max_tasks)
+    if stats.skipped_task_ids:
+        context.log.info(f"{model_type}: {stats.skipped_no_contrast} task(s) gave no contrast (skipped): "
+                         + ", ".join(stats.skipped_task_ids[:20]))
+    return pairs, stats, ckpt, rlvr_up
 
 
 class PaidCandidatesConfig(dg.Config):

@@ -153,10 +153,11 @@ def latest_checkpoint(duckdb: DuckDBStore, stage: str, model_type: str) -> dict[
     return df.sort_values("created_at").iloc[-1].to_dict()
 
 
-def fetch_checkpoint(store: CheckpointStore, training: TrainingResource, row: dict[str, Any]) -> str:
+def fetch_checkpoint(store: CheckpointStore, training: TrainingResource, row: dict[str, Any],
+                     local: bool = False) -> str:
     """A local copy of a published checkpoint (cached by content hash, verified on fetch); with a job
-    store, its URI (the self-contained child fetches it itself)."""
-    if training.job_store_uri:
+    store, its URI (the self-contained child fetches it itself) unless ``local`` (this process reads it)."""
+    if training.job_store_uri and not local:
         return store.uri(row["key"])
     dest = Path(training.work_root) / "fetched" / row["sha256"][:16]
     if not (dest / "config.json").exists():

@@ -123,9 +123,13 @@ def _ppo(inputs: RLVRInputs, config: dict[str, Any]) -> dict[str, Any]:
         p.requires_grad_(False)
     tasks = {r["prompt"]: parse_task_column(r["task"]) for r in inputs.rows}
 
+    format_failed: list[bool] = []  # one entry per scored rollout: the Verifier's format/schema verdict
+
     def reward_fn(prompts: list[str], completions: list[str]) -> list[float]:
-        return [inputs.verifier.verify_trajectory(tasks[p], strip_think(c)).score
-                for p, c in zip(prompts, completions, strict=True)]
+        verdicts = [inputs.verifier.verify_trajectory(tasks[p], strip_think(c))
+                    for p, c in zip(prompts, completions, strict=True)]
+        format_failed.extend(not v.format_ok for v in verdicts)
+        return [v.score for v in verdicts]
 
     trainer = PPOTrainer(model, ref_model, tokenizer, reward_fn, cfg)
     # Checkpoints every save_steps under the work folder; a retry resumes from the latest one.
@@ -134,6 +138,7 @@ def _ppo(inputs: RLVRInputs, config: dict[str, Any]) -> dict[str, Any]:
     resumed_from = str(trainer.resumed_from) if trainer.resumed_from is not None else None
     return {"config": asdict(cfg), "resumed_from": resumed_from, "steps": len(log), "log": log,
             "final_kl_coef": trainer.kl_controller.value,
+            "format_violation_rate": _rate(format_failed),
             "raw_reward_history": [m["reward_mean"] for m in log]}
 
 
@@ -142,8 +147,14 @@ def _dpo(inputs: RLVRInputs, config: dict[str, Any]) -> dict[str, Any]:
     cfg = DPOStageConfig(**config)
     model, tokenizer = load_model(inputs.model_path)
     tasks = {r["prompt"]: parse_task_column(r["task"]) for r in inputs.rows}
-    samples = sample_and_rank(model, tokenizer, list(tasks),
-                              lambda p, c: inputs.verifier.verify_trajectory(tasks[p], strip_think(c)).score, cfg)
+    format_failed: list[bool] = []
+
+    def score(prompt: str, completion: str) -> float:
+        verdict = inputs.verifier.verify_trajectory(tasks[prompt], strip_think(completion))
+        format_failed.append(not verdict.format_ok)
+        return verdict.score
+
+    samples = sample_and_rank(model, tokenizer, list(tasks), score, cfg)
     pairs = build_preference_pairs(samples, cfg.min_margin)
     metrics_cb = MetricsCallback(inputs.on_log)
     resumed_from = resume_point(inputs.work_dir / "trainer")
@@ -155,4 +166,9 @@ def _dpo(inputs: RLVRInputs, config: dict[str, Any]) -> dict[str, Any]:
             "processes": world_size(), "pairs_per_step": trainer.args.per_device_train_batch_size
             * trainer.args.gradient_accumulation_steps * trainer.args.world_size,
             "log": metrics_cb.logs, "pairs": len(pairs), "sample_score_mean": sample_mean,
-            "raw_reward_history": [sample_mean]}
+            "format_violation_rate": _rate(format_failed), "raw_reward_history": [sample_mean]}
+
+
+def _rate(flags: list[bool]) -> float | None:
+    """Share of True flags (None when nothing was scored)."""
+    return sum(flags) / len(flags) if flags else None

@@ -49,3 +49,13 @@ def good_fraction_responder(domain, rules, tasks: list[Task], lore_k: int, fract
         return answers.get(user, "not a task prompt")
 
     return respond, good
+
+
+def tiny_checkpoint(out_dir, texts: list[str]):
+    """An untrained tiny Llama saved as a checkpoint folder (its samples fail the verifier)."""
+    from srl_assets.models.tiny import TinyModelConfig, build_tiny_model, save_model, train_bpe_tokenizer
+
+    tokenizer = train_bpe_tokenizer(texts, vocab_size=300)
+    cfg = TinyModelConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+                          num_key_value_heads=4, intermediate_size=64, max_position_embeddings=1024)
+    return save_model(build_tiny_model(tokenizer, cfg, seed=0), tokenizer, out_dir)
