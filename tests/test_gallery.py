@@ -62,9 +62,9 @@ def test_gallery_shows_four_tasks_by_three_candidates_with_verdicts_and_files(tm
     assert len(rows) == 4  # the first 4 of the 5 held-out tasks
     for row in rows:
         base, srl, rlvr = row.split(" | ")[1:4]
-        assert "❌ **fail** · score 0.00 · `format`" in base
-        assert "❌ **fail**" in srl and "`" in srl  # the mutated skill is named
-        assert "✅ **pass** · score 1.00" in rlvr
+        assert "**FAIL** · score 0.00 · `format`" in base
+        assert "**FAIL**" in srl and "`" in srl  # the mutated skill is named
+        assert "**PASS** · score 1.00" in rlvr
     assert gallery.images == 12 and len(gallery.files) == 12
     assert sorted(p.name for p in gallery.files)[:3] == ["task1-base.png", "task1-rlvr.png", "task1-srl.png"]
     assert all(p.read_bytes().startswith(b"\x89PNG") for p in gallery.files)

@@ -113,7 +113,7 @@ def _cell(model_type: str, index: int, task: Task, candidate: str, record: EvalR
 
 
 def _verdict(record: EvalRecord) -> str:
-    head = "✅ **pass**" if record.passed else "❌ **fail**"
+    head = "**PASS**" if record.passed else "**FAIL**"  # plain text: the UI's fonts may lack emoji glyphs
     text = f"{head} · score {record.score:.2f}"
     if record.failed_skills:
         text += " · " + ", ".join(f"`{s}`" for s in record.failed_skills)
