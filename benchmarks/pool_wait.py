@@ -40,6 +40,7 @@ def worker(model_type: str, sft_steps: int, unpatched: bool) -> None:
         if dagster_fixes._UPSTREAM is None:
             raise SystemExit("dagster_fixes found no Dagster method to restore (see its warning)")
         InstanceConcurrencyContext.interval_to_next_pending_claim_check = dagster_fixes._UPSTREAM
+    sys.path.insert(0, str(REPO / "tests"))  # the test module imports its helpers package from there
     config = json.loads(json.dumps(runpy.run_path(str(REPO / "tests" / "test_pipeline_assets.py"))["RUN_CONFIG"]))
     config["ops"]["base_model"]["config"]["sft_steps"] = sft_steps
     wall, cpu = time.monotonic(), time.process_time()
