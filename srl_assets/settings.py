@@ -39,11 +39,6 @@ def checkpoint_uri() -> str:
     return uri
 
 
-def checkpoint_root() -> str:
-    """The local checkpoint folder of the older setting (``SRL_CHECKPOINT_ROOT``); prefer ``checkpoint_uri``."""
-    return _env("SRL_CHECKPOINT_ROOT") or str(dagster_home() / "checkpoints")
-
-
 def policy_lore_k() -> int:
     """Lore passages in the policy's prompts (0 for the tiny default; 2 for a real model)."""
     raw = os.environ.get("SRL_POLICY_LORE_K", "0")

@@ -18,7 +18,7 @@ from typing import Any
 
 from matplotlib.patches import Ellipse, Polygon, Rectangle
 
-from srl_assets.previews.common import (FAIL_RED, INK, MUTED, Marks, Reader, Row, clip, draw_rows, finite,
+from srl_assets.previews.common import (shown, FAIL_RED, INK, MUTED, Marks, Reader, Row, clip, draw_rows, finite,
                                         footer, new_figure, text_axes, title, to_png)
 
 SKILL_KEYS: dict[str, dict[str, tuple[str, ...]]] = {"building": {
@@ -78,11 +78,11 @@ def render_building(spec: dict[str, Any], marks: Marks) -> tuple[bytes, None]:
     width = math.sqrt(footprint * 1.5)
     depth = footprint / width
     plans = _layout(rooms, doors, floors, width, depth, r)
-    shown = min(floors, MAX_PLANS)
+    n_plans = min(floors, MAX_PLANS)
     if floors > MAX_PLANS:
         r.notes.append(f"{floors} floors; plans of the first {MAX_PLANS} are drawn")
-    slot = 0.96 / shown
-    for k in range(shown):
+    slot = 0.96 / n_plans
+    for k in range(n_plans):
         ax = fig.add_axes((0.02 + k * slot, 0.47, slot - 0.02, 0.38))
         _plan(ax, k + 1, plans.get(k + 1, []), doors, width, depth, marks)
     ax = fig.add_axes((0.04, 0.15, 0.42, 0.29))
@@ -91,8 +91,8 @@ def render_building(spec: dict[str, Any], marks: Marks) -> tuple[bytes, None]:
         Row("style", ("style",), style),
         Row("roof", ("roof",), roof or "–"),
         Row("walls", ("material",), material or "–"),
-        Row("floors", ("floors",), _shown(spec.get("floors"))),
-        Row("footprint", ("footprint",), _shown(spec.get("footprint"), " m²")),
+        Row("floors", ("floors",), shown(spec.get("floors"))),
+        Row("footprint", ("footprint",), shown(spec.get("footprint"), " m²")),
         Row("rooms", ("rooms",), f"{len(rooms)} rooms, {sum(a for _, a, _ in rooms):g} m²"),
         Row("doors", ("doors",), f"{len(doors)} doors"),
     ]
@@ -100,10 +100,6 @@ def render_building(spec: dict[str, Any], marks: Marks) -> tuple[bytes, None]:
     draw_rows(panel, rows, marks, step=0.14, label_w=0.3, fontsize=9)
     footer(fig, marks, r.notes, height=0.13)
     return to_png(fig), None
-
-
-def _shown(value: Any, unit: str = "") -> str:
-    return "–" if value is None else clip(value, 20) + unit
 
 
 def _rooms(r: Reader) -> list[tuple[str, float, int]]:

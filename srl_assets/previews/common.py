@@ -93,6 +93,11 @@ def clip(value: Any, limit: int = MAX_TEXT) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def shown(value: Any, unit: str = "", limit: int = 20) -> str:
+    """A spec value as a card shows it: a dash when absent, else clipped text with its unit."""
+    return "–" if value is None else clip(value, limit) + unit
+
+
 def short_repr(value: Any, depth: int = 0) -> str:
     """A bounded repr (no recursion past 2 levels, a few items): safe for hostile nesting."""
     if isinstance(value, float):

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from scipy import signal
 
-from srl_assets.previews.common import (MUTED, Marks, Reader, Row, clip, draw_rows, finite, footer,
+from srl_assets.previews.common import (shown, MUTED, Marks, Reader, Row, clip, draw_rows, finite, footer,
                                         new_figure, spec_seed, text_axes, title, to_png)
 
 SKILL_KEYS: dict[str, dict[str, tuple[str, ...]]] = {"sound": {
@@ -192,7 +192,7 @@ def _soundtrack(r: Reader) -> tuple[np.ndarray, list[Row], str]:
     loop = r.spec.get("loop")
     rows = [
         Row("mood", ("mood",), r.text("mood", "–")),
-        Row("tempo", ("tempo_bpm",), f"{_shown(r.spec.get('tempo_bpm'))} BPM", bar=(tempo, 40.0, 200.0)),
+        Row("tempo", ("tempo_bpm",), f"{shown(r.spec.get('tempo_bpm'), limit=12)} BPM", bar=(tempo, 40.0, 200.0)),
         Row("key / mode", ("key", "mode"), f"{key or '–'} {mode or '–'}"),
         Row("culture / meter", ("culture", "meter"), f"{r.text('culture', '–')}, {meter or '–'}"),
         Row("instruments", ("instruments",), ", ".join(clip(i, 18) for i in instruments) or "–"),
@@ -203,10 +203,6 @@ def _soundtrack(r: Reader) -> tuple[np.ndarray, list[Row], str]:
                         f"{'loops' if loop is True else 'no loop' if loop is False else 'loop ?'}"))
     heading = f"{r.text('mood', 'Soundtrack').capitalize()} · {key or '?'} {mode or ''}".strip()
     return audio, rows, heading
-
-
-def _shown(value: Any) -> str:
-    return "–" if value is None else clip(value, 12)
 
 
 # ----------------------------------------------------------------------------------------------

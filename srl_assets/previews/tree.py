@@ -25,7 +25,7 @@ import numpy as np
 from matplotlib.collections import EllipseCollection, LineCollection
 from matplotlib.colors import to_rgb
 
-from srl_assets.previews.common import (Marks, Reader, Row, clip, draw_rows, footer, new_figure, spec_seed,
+from srl_assets.previews.common import (shown, Marks, Reader, Row, clip, draw_rows, footer, new_figure, spec_seed,
                                         text_axes, title, to_png)
 
 SKILL_KEYS: dict[str, dict[str, tuple[str, ...]]] = {"tree": {
@@ -150,12 +150,12 @@ def render_tree(spec: dict[str, Any], marks: Marks) -> tuple[bytes, None]:
         Row("species", ("species",), clip(name, 30)),
         Row("habit / leaf", ("habit", "leaf"), f"{habit or '–'} / {leaf or '–'}"),
         Row("crown", ("crown",), crown or "–"),
-        Row("age", ("age_years",), _shown(spec.get("age_years"), " years")),
-        Row("height", ("height_m",), _shown(spec.get("height_m"), " m")),
-        Row("trunk", ("trunk_diameter_m",), _shown(spec.get("trunk_diameter_m"), " m")),
-        Row("iterations", ("lsystem.iterations",), _shown(ls.get("iterations"))),
-        Row("angle", ("lsystem.angle_deg",), _shown(ls.get("angle_deg"), "°")),
-        Row("length ratio", ("lsystem.length_ratio",), _shown(ls.get("length_ratio"))),
+        Row("age", ("age_years",), shown(spec.get("age_years"), " years")),
+        Row("height", ("height_m",), shown(spec.get("height_m"), " m")),
+        Row("trunk", ("trunk_diameter_m",), shown(spec.get("trunk_diameter_m"), " m")),
+        Row("iterations", ("lsystem.iterations",), shown(ls.get("iterations"))),
+        Row("angle", ("lsystem.angle_deg",), shown(ls.get("angle_deg"), "°")),
+        Row("length ratio", ("lsystem.length_ratio",), shown(ls.get("length_ratio"))),
         Row("season", ("season",), season or "–"),
         Row("foliage", ("foliage",), foliage or "–"),
     ]
@@ -163,10 +163,6 @@ def render_tree(spec: dict[str, Any], marks: Marks) -> tuple[bytes, None]:
     draw_rows(panel, rows, marks, step=0.085, label_w=0.42, fontsize=9)
     footer(fig, marks, r.notes, height=0.13)
     return to_png(fig), None
-
-
-def _shown(value: Any, unit: str = "") -> str:
-    return "–" if value is None else clip(value, 20) + unit
 
 
 def _colour(name: str, r: Reader) -> tuple[float, float, float] | None:

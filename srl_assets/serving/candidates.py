@@ -16,6 +16,8 @@ Every candidate answers ``generate(tasks, prompts, max_new_tokens, temperature) 
 
 from __future__ import annotations
 
+import abc
+
 import asyncio
 import importlib
 import shutil
@@ -55,12 +57,13 @@ class CandidateInfo:
         return {k: v for k, v in self.__dict__.items() if v is not None}
 
 
-class CandidateGenerator:
+class CandidateGenerator(abc.ABC):
     info: CandidateInfo
 
+    @abc.abstractmethod
     async def generate(self, tasks: list[Task], prompts: list[str], max_new_tokens: int,
-                       temperature: float) -> list[Generation]:  # pragma: no cover - interface
-        raise NotImplementedError
+                       temperature: float) -> list[Generation]:
+        """One generation per (task, prompt)."""
 
 
 #: candidate name -> factory(name, model_type, domain, rules) -> CandidateGenerator
@@ -277,7 +280,7 @@ class PaidCandidate(CandidateGenerator):
             raise ServiceUnavailable(f"paid candidate {self.info.name} ({self.info.provider} model "
                                      f"{self.info.model_id}) failed: {type(exc).__name__}: {exc}",
                                      retry_after_s=5) from exc
-        return [Generation(g.text, int(g.input_tokens), int(g.output_tokens), float(g.latency_s)) for g in out]
+        return list(out)  # the providers return the same Generation records
 
 
 # ----------------------------------------------------------------------------------------------

@@ -78,14 +78,14 @@ class ServingSettings:
     batch_size: int = field(default=8, metadata={"help": "SRL_API_BATCH_SIZE: prompts per generation batch."})
     batch_wait_s: float = field(
         default=0.1, metadata={"help": "SRL_API_BATCH_WAIT_S: the longest the batcher waits for a batch to fill "
-                                       "(also at most a quarter of the last batch's run time)."})
+                                       "(also at most the last batch's run time)."})
     torch_threads: int = field(
         default_factory=lambda: os.cpu_count() or 1,
         metadata={"help": "SRL_API_TORCH_THREADS: generation threads (capped at os.cpu_count())."})
     model_cache_dir: Path | None = field(
         default=None, metadata={"help": "SRL_API_MODEL_CACHE: local copies of checkpoints (default under DAGSTER_HOME)."})
     checkpoint_uri: str = field(
-        default_factory=paths.checkpoint_root,
+        default_factory=paths.checkpoint_uri,
         metadata={"help": "SRL_CHECKPOINT_URI (else SRL_CHECKPOINT_ROOT): where published checkpoints live."})
     policy_lore_k: int = field(
         default_factory=paths.policy_lore_k,
@@ -125,7 +125,7 @@ class ServingSettings:
             batch_wait_s=_float_env("SRL_API_BATCH_WAIT_S", 0.1),
             torch_threads=min(_int_env("SRL_API_TORCH_THREADS", cpu, 1, 4096), cpu),
             model_cache_dir=Path(cache) if cache else None,
-            checkpoint_uri=os.environ.get("SRL_CHECKPOINT_URI") or paths.checkpoint_root(),
+            checkpoint_uri=paths.checkpoint_uri(),
             policy_lore_k=paths.policy_lore_k(),
             test_generators=os.environ.get("SRL_SERVING_TEST_GENERATORS", ""),
         )
