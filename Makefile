@@ -14,7 +14,7 @@ export MALLOC_MMAP_THRESHOLD_ := 33554432
 export MALLOC_TRIM_THRESHOLD_ := 1073741824
 export VIRTUAL_ENV := $(CURDIR)/$(VENV)
 
-.PHONY: setup demo test check ui serve clean
+.PHONY: setup demo compare test check ui serve clean
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,9 @@ setup: $(VENV)/.installed $(DAGSTER_HOME)/dagster.yaml
 
 demo: setup
 	$(BIN)/python -m srl_assets.demo $(DEMO_ARGS)
+
+compare: setup
+	$(BIN)/python -m srl_assets.compare $(COMPARE_ARGS)
 
 check: setup
 	$(BIN)/dg check defs

@@ -16,6 +16,7 @@ from sensors.rules_sensor import build_rules_change_sensor
 from sensors.weakness_sensor import build_weakness_sensor
 from srl_assets.assets.paid import paid_candidates, paid_finetune_jobs
 from srl_assets.assets.performance import model_selection, performance_report, weaknesses
+from srl_assets.assets.recipes import recipe_comparison
 from srl_assets.assets.rules_asset import rules
 from srl_assets.assets.srl_steps import srl_steps
 from srl_assets.assets.task_examples import task_examples
@@ -38,6 +39,13 @@ paid_assets = [paid_finetune_jobs, paid_candidates]
 paid_finetune_job = dg.define_asset_job(
     "paid_finetune", selection=dg.AssetSelection.assets(*paid_assets), partitions_def=model_type_partitions,
     description="Datasets, estimates and (opted in) hosted fine-tuning jobs; tuned models as candidates.")
+
+
+# Which recipe works best for a model type: its own job (the data assets it needs, then the comparison).
+recipe_comparison_job = dg.define_asset_job(
+    "compare_recipes", selection=dg.AssetSelection.assets(recipe_comparison).upstream(),
+    partitions_def=model_type_partitions,
+    description="SFT-only / RLVR-only / SRL-only / SRL→RLVR from one start, paired on the same held-out tasks.")
 
 
 def _teacher() -> TeacherResource:
@@ -72,11 +80,11 @@ def build_resources() -> dict:
 
 
 defs = dg.Definitions(
-    assets=[*all_assets, *paid_assets],
+    assets=[*all_assets, *paid_assets, recipe_comparison],
     # One process per run: the heavy work already runs in Pipes children, and per-step processes
     # would each re-import the ML stack. Pools still serialize ops across runs.
     executor=dg.in_process_executor,
-    jobs=[srl_pipeline_job, paid_finetune_job],
+    jobs=[srl_pipeline_job, paid_finetune_job, recipe_comparison_job],
     sensors=[build_weakness_sensor(srl_pipeline_job), build_rules_change_sensor(srl_pipeline_job),
              build_paid_finetune_sensor(paid_finetune_job, srl_pipeline_job)],
     resources=build_resources(),

@@ -17,10 +17,18 @@ def task_prompt(task_text: str, lore: str) -> str:
 
 
 def step_prompt(task_text: str, lore: str, previous_steps: list[str], next_title: str | None) -> str:
-    """SRL prompt: the model writes only the next step (after a think block)."""
-    done = "\n".join(previous_steps) if previous_steps else "(none yet)"
-    hint = f"\nNext step title: {next_title}" if next_title else ""
-    return f"Task: {task_text}\nLore:\n{lore}\nSteps so far:\n{done}{hint}\nNext step:\n"
+    """SRL prompt: the evaluation prompt followed by the expert's steps 1..k-1, one per line, so the
+    policy continues with step k exactly as it would inside a whole trajectory. With ``next_title``
+    the prompt ends with step k's number and title (the paper's hint) and the policy writes the rest.
+
+    >>> step_prompt("t", "", ["1. **A** a"], None)
+    'Task: t\\nLore:\\n\\nPlan:\\n1. **A** a\\n'
+    >>> step_prompt("t", "", [], "Start")
+    'Task: t\\nLore:\\n\\nPlan:\\n1. **Start**'
+    """
+    done = "".join(f"{step}\n" for step in previous_steps)
+    hint = f"{len(previous_steps) + 1}. **{next_title}**" if next_title else ""
+    return task_prompt(task_text, lore) + done + hint
 
 
 def think(text: str) -> str:

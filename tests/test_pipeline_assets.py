@@ -30,7 +30,7 @@ RUN_CONFIG = {"ops": {
     # A 3-step model writes no valid step yet (every reward is -1): keep every prompt here.
     "normalized_rewards": {"config": {"target_prompts": 4, "num_generations": 3, "max_completion_length": 16,
                                       "temperature": 1.0, "dynamic_sampling": False}},
-    "srl_checkpoint": {"config": GRPO},
+    "srl_checkpoint": {"config": {**GRPO, "step_rows": "all"}},  # the base SFT'd on all 8: none unseen
     # The default algorithm (rft) in two rounds of one step; the two-process test runs grpo.
     "rlvr_checkpoint": {"config": {"n_tasks": 8, "n_validation_tasks": 3,
                                    "grpo": {**GRPO, "max_completion_length": 32, "eval_steps": 1},
@@ -138,7 +138,7 @@ def _assert_true_lineage(mats, tags, stale, history):
 
 def test_whole_chain_with_two_training_processes_per_stage(tmp_path, monkeypatch):
     """As on a 2-GPU machine (here two CPU processes under the same `accelerate launch --multi_gpu`):
-    the stages TRL splits run as two processes, the others as one; the main process talks to Dagster
+    the stages TRL splits run as two processes, the others (SRL's step-wise GRPO among them) as one; the main process talks to Dagster
     through Pipes, and every checkpoint is published once."""
     two_gpus(monkeypatch)
     mats, store, checkpoints = _materialize_chain(tmp_path, "plant", rlvr_algorithm="grpo")
@@ -148,5 +148,6 @@ def test_whole_chain_with_two_training_processes_per_stage(tmp_path, monkeypatch
     assert all(checkpoints.is_complete(key) for key in catalog.key)
     summaries = {stage: json.loads((tmp_path / "checkpoints" / key / "summary.json").read_text())
                  for stage, key in zip(catalog.stage, catalog.key)}
-    assert summaries["srl"]["processes"] == 2 and summaries["srl"]["rollouts_per_step"] == 2 * 2
+    # SRL's step-wise GRPO is the project's own single-process loop (srl_assets/training/processes.py).
+    assert summaries["srl"]["processes"] == 1 and summaries["srl"]["rollouts_per_step"] == 2 * 2
     assert summaries["rlvr"]["processes"] == 2 and summaries["base"]["sft"]["examples_per_step"] == 4

@@ -4,8 +4,8 @@ With more than one GPU visible, TrainingResource starts the child with ``acceler
 --multi_gpu``. Told that two GPUs are visible, it starts the same command here, and accelerate runs
 the two processes on CPU (torch.distributed with the gloo backend): the tests check that the
 processes split a step instead of each taking a whole one, that one process writes the published
-model and the summary, and that the stages TRL does not split are launched as a single process and
-refused under a multi-process launch.
+model and the summary, and that the stages TRL does not split (SRL's own step-wise GRPO among them)
+are launched as a single process and refused under a multi-process launch.
 """
 
 import json
@@ -50,7 +50,7 @@ def _metric_rows(stdout: str, step: int) -> list[dict]:
 
 @pytest.mark.parametrize(("stage", "config", "launcher"), [
     ("base", {"sft_steps": 10}, "accelerate"),
-    ("srl", {}, "accelerate"),
+    ("srl", {}, "single"),  # SRL's step-wise GRPO is the project's own loop, not a TRL trainer
     ("rlvr", {"algorithm": "grpo"}, "accelerate"),
     ("rlvr", {"algorithm": "dpo"}, "accelerate"),
     ("rlvr", {"algorithm": "ppo"}, "single"),
@@ -88,6 +88,7 @@ def test_step_totals_are_divided_among_processes_or_refused_by_name(monkeypatch)
 @pytest.mark.parametrize(("stage", "config", "named"), [
     ("evaluate", {"candidates": {}}, "the evaluate stage"),
     ("rollouts", {}, "the rollouts stage"),
+    ("srl", {}, "the srl stage"),
     ("rlvr", {"algorithm": "ppo"}, "rlvr with algorithm 'ppo'"),
     ("rlvr", {"algorithm": "rft"}, "rlvr with algorithm 'rft'"),
 ])

@@ -1,10 +1,11 @@
 """Interrupted training resumes from its last complete checkpoint when the op is retried.
 
 PPO (the project's own trainer, through the rlvr stage): an interrupted run resumes and ends with
-the full step count and every metrics row; a killed training child resumes. GRPO with the
-adaptive KL controller: the coefficient (and its history) saved in the checkpoint is restored into
-the controller and ``trainer.beta`` instead of restarting from the initial beta. A checkpoint a
-killed run left half-written is never resumed from.
+the full step count and every metrics row; a killed training child resumes. TRL's GRPO (the rlvr
+stage, algorithm grpo) with the adaptive KL controller: the coefficient (and its history) saved in
+the checkpoint is restored into the controller and ``trainer.beta`` instead of restarting from the
+initial beta. SRL's own step-wise GRPO (srl_assets/srl/step_grpo.py) does the same through its
+``srl_state.json``. A checkpoint a killed run left half-written is never resumed from.
 """
 
 import json
@@ -26,6 +27,7 @@ PPO_TINY = {"algorithm": "ppo", "batch_size": 2, "ppo_epochs": 1, "max_new_token
             "kl_coef": 0.1, "kl_controller": "adaptive", "kl_target": 1.0, "kl_horizon": 100.0}
 SRL_ADAPTIVE = {**GRPO_TINY, "max_steps": 3, "save_steps": 1, "beta": 0.1, "kl_controller": "adaptive",
                 "kl_target": 1e-6, "kl_horizon": 10.0}
+GRPO_ADAPTIVE = {"algorithm": "grpo", **SRL_ADAPTIVE, "eval_steps": 0}
 
 
 class Interrupted(Exception):
@@ -75,8 +77,15 @@ def test_killed_ppo_child_resumes_from_its_checkpoint(tmp_path, base_path, plant
     assert all((p / CHECKPOINT_MARKER).is_file() for p in trainer_dir.iterdir())
 
 
+def _follows_the_adaptive_rule(history: list[dict], beta: float) -> None:
+    """beta <- beta * (1 + clip(kl / target - 1, -0.2, 0.2) * n / horizon), from ``beta`` on."""
+    for h in history:
+        beta *= 1 + max(-0.2, min(0.2, h["kl"] / 1e-6 - 1)) * 4 / 10.0
+        assert h["beta"] == pytest.approx(beta)
+
+
 def test_grpo_resume_restores_the_adaptive_kl_coefficient(tmp_path, base_path, plant_data):
-    spec = _spec(tmp_path, "srl", _srl_rows(plant_data), SRL_ADAPTIVE, base_path)
+    spec = _spec(tmp_path, "rlvr", _rlvr_rows(plant_data), GRPO_ADAPTIVE, base_path)
     with pytest.raises(Interrupted):
         run_stage(spec, interrupt_at(2))  # dies logging step 2, before checkpoint-2 is saved
     checkpoint = Path(spec["work_dir"]) / "trainer" / "checkpoint-1"
@@ -88,7 +97,8 @@ def test_grpo_resume_restores_the_adaptive_kl_coefficient(tmp_path, base_path, p
     assert saved_beta == pytest.approx(0.092) and saved["history"][0]["beta"] == saved_beta
 
     # What the resumed Trainer does before its first step: controller and trainer.beta restored.
-    controller = GRPOStageConfig(**SRL_ADAPTIVE).make_kl_controller()
+    controller = GRPOStageConfig.from_dict({k: v for k, v in GRPO_ADAPTIVE.items() if k != "algorithm"}
+                                           ).make_kl_controller()
     callback = AdaptiveKLCallback(controller, samples_per_step=4)
     callback.trainer = SimpleNamespace(beta=0.1)
     callback.on_train_begin(None, state, None)
@@ -96,14 +106,36 @@ def test_grpo_resume_restores_the_adaptive_kl_coefficient(tmp_path, base_path, p
     assert callback.history == saved["history"]
 
     summary = run_stage(spec, lambda row: None)
+    assert summary["algorithm"] == "grpo"
     assert _resumed_step(summary["resumed_from"]) == 1 and summary["steps"] == 3
     history = summary["kl_history"]
     assert [h["step"] for h in history] == [1, 2, 3] and history[0] == saved["history"][0]
     # Step 2 continued from the saved coefficient, not from the initial beta 0.1.
-    beta = saved_beta
-    for h in history[1:]:
-        beta *= 1 + max(-0.2, min(0.2, h["kl"] / 1e-6 - 1)) * 4 / 10.0
-        assert h["beta"] == pytest.approx(beta)
+    _follows_the_adaptive_rule(history[1:], saved_beta)
+
+
+def test_srl_resume_restores_the_adaptive_kl_coefficient(tmp_path, base_path, plant_data):
+    from srl_assets.srl.step_grpo import STATE_FILE
+
+    spec = _spec(tmp_path, "srl", _srl_rows(plant_data), SRL_ADAPTIVE, base_path)
+    with pytest.raises(Interrupted):
+        run_stage(spec, interrupt_at(2))  # dies reporting step 2, before checkpoint-2 is saved
+    trainer_dir = Path(spec["work_dir"]) / "trainer"
+    assert sorted(p.name for p in trainer_dir.iterdir()) == ["checkpoint-1"]
+    saved = json.loads((trainer_dir / "checkpoint-1" / STATE_FILE).read_text())
+    saved_beta = saved["controller"]["value"]
+    # Step 1 measured KL 0 (policy = reference): beta shrank by (1 - 0.2 * 4 / 10).
+    assert saved_beta == pytest.approx(0.092) and saved["kl_history"] == [
+        {"step": 1, "kl": pytest.approx(0.0, abs=1e-9), "beta": saved_beta}]
+
+    summary = run_stage(spec, lambda row: None)
+    assert summary["trainer"] == "step_grpo"
+    assert summary["resumed_from"] == str(trainer_dir / "checkpoint-1") and summary["steps"] == 3
+    history = summary["kl_history"]
+    assert [h["step"] for h in history] == [1, 2, 3] and history[0] == saved["kl_history"][0]
+    assert [r["step"] for r in summary["log"]] == [1, 2, 3] and summary["log"][0] == saved["log"][0]
+    # Step 2 continued from the saved coefficient, not from the initial beta 0.1.
+    _follows_the_adaptive_rule(history[1:], saved_beta)
     assert summary["final_beta"] == history[-1]["beta"]
 
 

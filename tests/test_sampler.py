@@ -172,3 +172,25 @@ def test_right_padded_prompts_are_refused():
     ids = torch.tensor([[1, 5, 0]])
     with pytest.raises(ValueError, match="left-padded"):
         sample_ids(model, ids, torch.tensor([[1, 1, 0]]), max_new_tokens=2, eos_token_id=EOS)
+
+
+@pytest.mark.parametrize("eos", [EOS, [EOS, 7, 11]])
+def test_tokens_do_not_depend_on_when_finished_rows_are_found_or_dropped(eos):
+    """EOS is looked for every `check_every` steps and finished rows leave the batch in bulk; the uniforms are
+    indexed by the original row, so every schedule writes the same tokens, each row cut at its first stop."""
+    model = llama()
+    ids, mask = left_padded(PROMPTS * 3)
+    stops = {eos} if isinstance(eos, int) else set(eos)
+
+    def run(check_every, compact_after):
+        return sample_ids(model, ids, mask, max_new_tokens=30, eos_token_id=eos, temperature=0.9,
+                          generator=torch.Generator().manual_seed(4), check_every=check_every,
+                          compact_after=compact_after)
+
+    reference = run(1, 1e9)  # every step checked, nobody dropped
+    assert any(len(r) < 30 for r in reference), "no row stopped: the seed no longer tests early stops"
+    for row in reference:
+        assert not stops & set(row[:-1])
+        assert len(row) == 30 or row[-1] in stops
+    for check_every, compact_after in [(1, 0.0), (4, 0.0), (7, 1e9)]:
+        assert run(check_every, compact_after) == reference, (check_every, compact_after)

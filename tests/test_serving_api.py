@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import signal
 import time
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import duckdb
 import httpx
@@ -75,12 +78,16 @@ def fake_openai():
 
 
 @pytest.fixture(scope="module")
-def server(home, fake_openai, tmp_path_factory):
+def server_info() -> dict:
+    return {}
+
+
+@pytest.fixture(scope="module")
+def server(home, fake_openai, tmp_path_factory, server_info):
     env = base_env(home, SRL_API_KEYS=f"{READ},{TRAIN}:train", SRL_SERVING_TEST_GENERATORS=HOOK,
                    OPENAI_API_KEY=fake_openai.api_key, OPENAI_BASE_URL=fake_openai.base_url,
-                   SRL_API_SELECTION_TTL_S="0.3", SRL_API_DUCKDB_TIMEOUT_S="1", SRL_API_MAX_BODY_BYTES="4096",
-                   SRL_API_BATCH_WAIT_S="0.005")
-    with serving_server(env, tmp_path_factory.mktemp("logs") / "uvicorn.log") as url:
+                   SRL_API_SELECTION_TTL_S="0.3", SRL_API_DUCKDB_TIMEOUT_S="1", SRL_API_MAX_BODY_BYTES="4096")
+    with serving_server(env, tmp_path_factory.mktemp("logs") / "uvicorn.log", info=server_info) as url:
         yield url
 
 
@@ -255,6 +262,7 @@ def test_generate_routes_to_a_selected_paid_candidate(client, fake_openai):
 
 
 def test_concurrent_requests_share_one_model_and_are_batched(client, server):
+    """One worker process loads the checkpoint once; concurrent requests share its decoding steps."""
     import asyncio
 
     params = client.post("/v1/examples", json={"model_type": "tree", "n": 8, "seed": 4},
@@ -264,14 +272,15 @@ def test_concurrent_requests_share_one_model_and_are_batched(client, server):
     async def run() -> list[httpx.Response]:
         async with httpx.AsyncClient(base_url=server, timeout=60, headers=_auth(READ)) as ac:
             return await asyncio.gather(*(ac.post("/v1/generate", json={
-                "model_type": "tree", "params": ex["params"], "n": 1, "max_new_tokens": 8}) for ex in params))
+                "model_type": "tree", "params": ex["params"], "n": 1, "max_new_tokens": 64}) for ex in params))
 
     responses = asyncio.run(run())
     assert {r.status_code for r in responses} <= {200, 409}
     after = client.get("/v1/status", headers=_auth(READ)).json()["generation"]
     assert after["model_loads"] == before["model_loads"] == 1  # loaded once, by the first request ever
-    assert after["requests_batched"] - before["requests_batched"] == 8
-    assert after["batches_run"] - before["batches_run"] < 8  # several requests shared a batch
+    assert after["requests"] - before["requests"] == 8
+    assert after["max_rows_per_step"] > 1  # several requests decoded in the same forward pass
+    assert 1 <= after["torch_threads"] <= (os.cpu_count() or 1)
 
 
 def test_a_checkpoint_that_cannot_be_loaded_is_503_naming_it(client):
@@ -437,3 +446,32 @@ def test_generate_with_a_preview(client):
     body = client.post("/v1/generate", json={"model_type": "plant", "params": PLANT, "preview": True},
                        headers=_auth(READ)).json()
     assert base64.b64decode(body["preview_png_base64"])[:4] == b"\x89PNG"
+
+
+def _children(pid: int) -> list[int]:
+    kids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if stat.read_text().rsplit(")", 1)[1].split()[1] == str(pid):
+                kids.append(int(stat.parent.name))
+        except OSError:
+            continue
+    return kids
+
+
+def test_a_dead_generation_worker_is_replaced_and_the_server_lives_on(client, server_info):
+    params = client.post("/v1/examples", json={"model_type": "tree", "n": 2, "seed": 5},
+                         headers=_auth(READ)).json()["examples"]
+    body = {"model_type": "tree", "params": params[0]["params"], "n": 1, "max_new_tokens": 8}
+    assert client.post("/v1/generate", json=body, headers=_auth(READ)).status_code in (200, 409)
+    before = client.get("/v1/status", headers=_auth(READ)).json()["generation"]
+    (worker,) = _children(server_info["pid"])  # one checkpoint, one worker process
+    os.kill(worker, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while worker in _children(server_info["pid"]) and time.monotonic() < deadline:
+        time.sleep(0.05)  # reaped by the server once it sees the socket close
+    response = client.post("/v1/generate", json={**body, "params": params[1]["params"]}, headers=_auth(READ))
+    assert response.status_code in (200, 409), response.text  # a new worker loaded the checkpoint
+    after = client.get("/v1/status", headers=_auth(READ)).json()["generation"]
+    assert after["model_loads"] == before["model_loads"] + 1
+    assert worker not in _children(server_info["pid"]) and len(_children(server_info["pid"])) == 1

@@ -1,4 +1,5 @@
-"""Each domain's ``validate_params``: every drawn task passes, and bad params name the field."""
+"""Each domain's ``validate_params`` (every drawn task passes, bad params name the field), and the
+continuous batch the API's generation workers decode with (greedy rows match ``generate``)."""
 
 from __future__ import annotations
 
@@ -78,3 +79,98 @@ def test_a_side_only_for_unilateral_emotions():
     unilateral = _drawn("facial", lambda p: p["emotion"] in rules.data["unilateral"])
     with pytest.raises(ParamsError, match="is required for the unilateral emotion"):
         domain.validate_params({k: v for k, v in unilateral.items() if k != "side"}, rules)
+
+
+# ----------------------------------------------------------------------------------------------
+# Continuous batching (srl_assets.serving.continuous): what the API's generation workers run
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread, as the API's worker runs on a 2-core machine: two threads on cores that other
+    work is using wait on each other (measured 10-40x slower)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory, one_thread):
+    from srl_assets.collaboration.lore_retriever import policy_prompts
+    from srl_assets.dynamic_example_generator import DynamicExampleGenerator
+    import torch
+
+    from srl_assets.models.tiny import TinyModelConfig, build_tiny_model, load_model, save_model, train_bpe_tokenizer
+
+    domain, rules = get_domain("tree"), RulesIntegration().load("tree")
+    tasks = DynamicExampleGenerator(domain, rules).generate(12, "train", 0)
+    prompts = policy_prompts(tasks, rules, 0)
+    tokenizer = train_bpe_tokenizer(prompts, vocab_size=320)
+    cfg = TinyModelConfig(vocab_size=320, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                          num_key_value_heads=1, intermediate_size=64, max_position_embeddings=512)
+    out = tmp_path_factory.mktemp("tiny")
+    model = build_tiny_model(tokenizer, cfg, seed=0)
+    torch.manual_seed(1)
+    with torch.no_grad():  # large random weights: varied text rather than one token repeated
+        for p in model.parameters():
+            p.normal_(0, 0.3)
+    save_model(model, tokenizer, out)
+    model, tokenizer = load_model(str(out))
+    return model, tokenizer, prompts
+
+
+def _drain(batch, results: dict, joins: dict) -> None:
+    """Step until idle, adding ``joins[step]`` = [(request, prompts, max_new_tokens, temperature)] on the way."""
+    while not batch.idle or joins:
+        for args in joins.pop(batch.steps, []):
+            batch.add(*args)
+        for done in batch.step():
+            results[done.request] = done
+        if batch.idle and joins:  # nothing running: the next joins come now
+            for args in joins.pop(min(joins)):
+                batch.add(*args)
+
+
+def test_continuous_batching_matches_static_greedy_generation(tiny_model):
+    import torch
+
+    from srl_assets.models.tiny import generate
+    from srl_assets.serving.continuous import ContinuousBatch
+
+    model, tokenizer, prompts = tiny_model
+    torch.manual_seed(0)
+    expected = generate(model, tokenizer, prompts, max_new_tokens=40, batch_size=len(prompts))
+    short = generate(model, tokenizer, prompts[:2], max_new_tokens=7, batch_size=2)
+    # 4 slots for 12 prompts: rows wait, join mid-run at different steps, and leave as they finish;
+    # one request carries two prompts, one asks for fewer tokens, sampled rows run alongside.
+    batch = ContinuousBatch(model, tokenizer, slots=4)
+    joins = {0: [("a", prompts[0:2], 40, 0.0), ("short", prompts[0:2], 7, 0.0)],
+             3: [(f"p{i}", [prompts[i]], 40, 0.0) for i in range(2, 6)] + [("hot", [prompts[6]], 40, 1.0)],
+             17: [(f"p{i}", [prompts[i]], 40, 0.0) for i in range(6, 12)]}
+    results: dict = {}
+    _drain(batch, results, joins)
+    assert results["a"].texts == expected[0:2]
+    assert results["short"].texts == short and all(n <= 7 for n in results["short"].output_tokens)
+    assert [results[f"p{i}"].texts[0] for i in range(2, 12)] == expected[2:12]
+    assert results["hot"].output_tokens[0] <= 40 and results["a"].input_tokens == [
+        len(tokenizer(p)["input_ids"]) for p in prompts[0:2]]
+    assert batch.max_rows == 4 and batch.idle  # rows shared steps; every slot was freed
+
+
+def test_continuous_batching_moves_its_window_when_the_cache_fills(tiny_model):
+    from srl_assets.models.tiny import generate
+    from srl_assets.serving.continuous import ContinuousBatch
+
+    model, tokenizer, prompts = tiny_model
+    expected = generate(model, tokenizer, prompts[:8], max_new_tokens=60, batch_size=8)
+    assert len(set(expected)) >= 6  # varied texts: a row reading another's cache would show
+    batch = ContinuousBatch(model, tokenizer, slots=2)
+    results: dict = {}
+    # Each row joins while the one before it runs, so some row is always live while the columns advance
+    # past the end of the first cache: its window is moved to the start.
+    _drain(batch, results, {40 * i: [(f"r{i}", [prompts[i]], 60, 0.0)] for i in range(8)})
+    assert [results[f"r{i}"].texts[0] for i in range(8)] == expected
+    assert batch.moves >= 2 and batch.col < batch.capacity

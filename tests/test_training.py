@@ -1,6 +1,7 @@
 """Training stages end to end on a tiny model (CPU, a handful of steps): each algorithm trains,
 its checkpoint reloads through the Auto classes and generates; the adaptive KL controller changes
-the coefficient GRPO's loss uses; DPO pairs are ranked by the verifier; a killed child resumes."""
+the coefficient SRL's step-wise GRPO loss uses; DPO pairs are ranked by the verifier; a killed child
+resumes (SRL's own trainer and the SFT warm start)."""
 
 import json
 import os
@@ -17,7 +18,7 @@ from srl_assets.collaboration.teacher_planner import make_teacher
 from srl_assets.domains import get_domain
 from srl_assets.dynamic_example_generator import DynamicExampleGenerator
 from srl_assets.models.tiny import generate, load_model
-from srl_assets.prompts import task_prompt, think
+from srl_assets.prompts import task_prompt
 from srl_assets.rlvr.dpo_trainer import ScoredSample, build_preference_pairs
 from srl_assets.rlvr.verifier_reward import task_column
 from srl_assets.rules_integration import RulesIntegration
@@ -59,7 +60,7 @@ def base_path(tmp_path_factory, plant_data):
     tmp = tmp_path_factory.mktemp("base")
     rows = [{"kind": "corpus", "text": t} for task, lore, traj, _ in plant_data for t in (task.prompt, lore, traj)]
     rows += [{"kind": "sft", "prompt": task_prompt(task.prompt, lore), "completion": traj} for task, lore, traj, _ in plant_data]
-    rows += [{"kind": "sft", "prompt": i.prompt, "completion": f"{think('Next: ' + i.next_title)}\n{i.target}"}
+    rows += [{"kind": "sft", "prompt": i.prompt, "completion": _step_completion(i)}
              for *_, steps in plant_data for i in steps[:2]]
     spec = _spec(tmp, "base", rows, {"vocab_size": 300, "tiny": TINY, "sft_steps": 3, "sft_batch_size": 4})
     summary = run_stage(spec, lambda row: None)
@@ -67,8 +68,19 @@ def base_path(tmp_path_factory, plant_data):
     return spec["out_dir"]
 
 
+def _step_completion(instance) -> str:
+    """What the policy writes after a step prompt: the rest of step k's line (the prompt may end with
+    its number and title) and the line break that ends it; no think block."""
+    partial = instance.prompt.rsplit("\n", 1)[-1]
+    assert instance.target.startswith(partial)
+    return instance.target[len(partial):] + "\n"
+
+
 def _srl_rows(plant_data):
-    return [{"prompt": i.prompt, "target": i.target} for *_, steps in plant_data for i in steps]
+    """SRL rows in the evaluation's prompt format: task prompt + expert steps 1..k-1, target step k."""
+    rows = [{"prompt": i.prompt, "target": i.target} for *_, steps in plant_data for i in steps]
+    assert all(r["prompt"].startswith("Task: ") and "<think>" not in r["prompt"] + r["target"] for r in rows)
+    return rows
 
 
 def _rlvr_rows(plant_data):
@@ -101,7 +113,8 @@ def test_srl_with_adaptive_kl_changes_the_loss_coefficient(tmp_path, base_path, 
         assert h["beta"] == pytest.approx(beta)
     betas = [h["beta"] for h in history]
     assert len(set(betas)) == 3
-    assert summary["final_beta"] == betas[-1]  # the value GRPO's loss reads (trainer.beta)
+    assert summary["final_beta"] == betas[-1]  # the coefficient the next step's loss would read
+    assert summary["trainer"] == "step_grpo"
     assert summary["normalizer_stats"]["running_count"] == 3 * 2 * 2
     _reloads_and_generates(spec["out_dir"])
 
@@ -154,15 +167,15 @@ def test_rollouts_drop_zero_variance_prompts(tmp_path, base_path, plant_data):
 
 
 def _kill_after_first_checkpoint(spec: dict, tmp_path: Path, checkpoint_dir: Path, first: str,
-                                 before_resume=lambda: None) -> dict:
-    """Run the child by hand, SIGKILL it once ``first`` is saved, (call ``before_resume``,) run it
-    again; return its summary."""
+                                 before_resume=lambda: None, marker: str = "trainer_state.json") -> dict:
+    """Run the child by hand, SIGKILL it once ``first`` is saved (its ``marker`` file, written last,
+    is there), (call ``before_resume``,) run it again; return its summary."""
     spec_path = tmp_path / "spec.json"
     spec_path.write_text(json.dumps(spec))
     cmd = [sys.executable, "-m", "srl_assets.training.child", "--spec", str(spec_path)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
-    while not (checkpoint_dir / first / "trainer_state.json").exists():
+    while not (checkpoint_dir / first / marker).exists():
         assert proc.poll() is None, "child ended before its first checkpoint"
         assert time.time() < deadline
         time.sleep(0.05)
@@ -181,11 +194,18 @@ def _resumed_step(resumed_from: str | None) -> int:
 
 
 def test_killed_child_resumes_from_its_checkpoint(tmp_path, base_path, plant_data):
-    config = {**GRPO_TINY, "max_steps": 60, "save_steps": 2}
+    from srl_assets.srl.step_grpo import STATE_FILE
+
+    config = {**GRPO_TINY, "max_steps": 16, "save_steps": 2}
     spec = _spec(tmp_path, "srl", _srl_rows(plant_data), config, base_path)
-    summary = _kill_after_first_checkpoint(spec, tmp_path, Path(spec["work_dir"]) / "trainer", "checkpoint-2")
-    assert summary["steps"] == 60
+    trainer_dir = Path(spec["work_dir"]) / "trainer"
+    summary = _kill_after_first_checkpoint(spec, tmp_path, trainer_dir, "checkpoint-2", marker=STATE_FILE)
+    assert summary["steps"] == 16 and [r["step"] for r in summary["log"]] == list(range(1, 17))
     assert _resumed_step(summary["resumed_from"]) >= 2
+    # The last two complete checkpoints are kept (none is written after the final step).
+    assert sorted(p.name for p in trainer_dir.iterdir()) == ["checkpoint-12", "checkpoint-14"]
+    assert all((p / STATE_FILE).is_file() and (p / "optimizer.pt").is_file() for p in trainer_dir.iterdir())
+    _reloads_and_generates(spec["out_dir"])
 
 
 def test_killed_warm_start_resumes_from_its_checkpoint(tmp_path, plant_data):

@@ -25,12 +25,12 @@ from srl_assets.assets.training_support import (checkpoint_metadata, curve_plot,
 from srl_assets.config_models import config_from_dataclass
 from srl_assets.assets.trajectories import tasks_from
 from srl_assets.partitions import model_type_partitions
-from srl_assets.prompts import task_prompt, think, trim_lore
+from srl_assets.prompts import task_prompt, trim_lore
 from srl_assets.collaboration.lore_retriever import policy_prompts
 from srl_assets.dynamic_example_generator import DynamicExampleGenerator
 from srl_assets.rlvr.rlvr_tasks import rlvr_tasks
 from srl_assets.rlvr.verifier_reward import task_column
-from srl_assets.training.configs import DPOStageConfig, GRPOStageConfig, PPOConfig, RFTConfig
+from srl_assets.training.configs import DPOStageConfig, GRPOStageConfig, PPOConfig, RFTConfig, StepSRLConfig
 from srl_assets.training.stages import read_rows
 
 
@@ -48,13 +48,18 @@ class BaseModelConfig(dg.Config):
                                                            "intermediate_size": 128},
                                  description="TinyModelConfig overrides (the demo's 0.13M-parameter shape).")
     sft_trajectories: int = Field(default=160, description="Expert trajectories in the warm-start slice.")
-    sft_step_fraction: float = Field(default=0.25, description="Step-format examples (SRL's think + one step) "
-                                     "added per slice trajectory, so the policy knows the SRL format.")
+    sft_step_fraction: float = Field(default=0.0, description="Step instances (the evaluation prompt + the expert's "
+                                     "steps 1..k-1 -> step k, SRL's format) added per slice trajectory; each is a "
+                                     "prefix of a slice trajectory, so 0 loses nothing.")
     sft_steps: int = Field(default=1000, description="Warm-start SFT steps (0 = none): short on purpose, so "
                            "the base passes sometimes and the RL stages have something to improve.")
     sft_lr: float = Field(default=3e-3, description="Warm-start learning rate (~1e-5 for a pretrained model).")
     save_steps: int = Field(default=250, description="Intermediate SFT checkpoint interval (a retried op resumes).")
     sft_batch_size: int = Field(default=8, description="Warm-start batch size.")
+    chat_template: Literal["auto", "on", "off"] = Field(default="auto", description="Prompt contract: render "
+                                                        "prompts with the tokenizer's chat template (on) or as raw "
+                                                        "text (off); auto = on for a pretrained model that has one, "
+                                                        "off for the tiny default. Later stages inherit it.")
     seed: int = 0
 
 
@@ -71,8 +76,13 @@ class NormalizedRewardsConfig(dg.Config):
     seed: int = 0
 
 
-SRLConfig = config_from_dataclass(GRPOStageConfig, "SRLConfig", defaults={
-    "max_steps": 8, "learning_rate": 5e-5, "max_completion_length": 80, "temperature": 0.7})
+SRL_DEFAULTS: dict[str, Any] = {"learning_rate": 5e-5, "reward": "field"}
+SRLStageConfig = config_from_dataclass(StepSRLConfig, "SRLStageConfig", defaults=SRL_DEFAULTS)
+SRLConfig = config_from_dataclass(StepSRLConfig, "SRLConfig", defaults=SRL_DEFAULTS, extra={
+    "step_rows": (Literal["unseen", "informative", "all"], Field(default="unseen", description=(
+        "Which step instances SRL trains on: 'unseen' = those of the trajectories outside base_model's SFT "
+        "slice (the expert steps the base has not been fine-tuned on), 'informative' = only the prompts "
+        "normalized_rewards kept, 'all' = every trajectory's.")))})
 _GRPOForRLVR = config_from_dataclass(GRPOStageConfig, "RLVRGRPOConfig", defaults={
     "max_steps": 24, "learning_rate": 3e-4, "warmup_ratio": 0.1, "beta": 0.05, "max_completion_length": 320,
     "prompts_per_step": 8, "num_generations": 8, "temperature": 0.7, "eval_steps": 8})
@@ -113,7 +123,7 @@ def _base_rows(trajs: pd.DataFrame, steps: pd.DataFrame, rules, config: BaseMode
         rows.append({"kind": "sft", "prompt": task_prompt(r.prompt, trim_lore(r.lore, lore_k)), "completion": r.trajectory})
     step_rows = steps[steps.task_id.isin(slice_ids)].sample(frac=1.0, random_state=config.seed)
     for r in step_rows.head(int(len(slice_ids) * config.sft_step_fraction)).itertuples():
-        rows.append({"kind": "sft", "prompt": r.prompt, "completion": f"{think(f'Next: {r.next_title}.')}\n{r.target}"})
+        rows.append({"kind": "sft", "prompt": r.prompt, "completion": r.target})
     return rows
 
 
@@ -130,14 +140,15 @@ def base_model(context: dg.AssetExecutionContext, config: BaseModelConfig, duckd
     rows = _base_rows(trajs, steps, rules, config, training.policy_lore_k)
     child_config = {"model_name_or_path": config.model_name_or_path, "vocab_size": config.vocab_size,
                     "tiny": config.tiny, "sft_steps": config.sft_steps, "sft_lr": config.sft_lr,
-                    "sft_batch_size": config.sft_batch_size, "seed": config.seed, "save_steps": config.save_steps}
+                    "sft_batch_size": config.sft_batch_size, "seed": config.seed, "save_steps": config.save_steps,
+                    "chat_template": config.chat_template}
     summary, child_meta, out_dir, work_dir = run_child(
         context, pipes_subprocess_client, training, wandb, "base", rows, child_config,
         {"rows": len(rows), "rules": rules.version})
     key, info = publish_checkpoint(context, checkpoint_store, duckdb_store, "base", out_dir, summary, training)
     loss = summary["sft"].get("final_loss")
     metadata = {**child_meta, **checkpoint_metadata(key, info, summary), **lineage_metadata(trajs_up, steps_up),
-                "parameters": summary["parameters"],
+                "parameters": summary["parameters"], "sft_trajectories": len(set(trajs.task_id.head(config.sft_trajectories))),
                 "source": summary["source"], "sft_examples": summary["sft_examples"],
                 "final_mean_reward": float("nan"), "sft_final_loss": float(loss) if loss is not None else float("nan")}
     if summary["log"]:
@@ -188,8 +199,8 @@ def normalized_rewards(context: dg.AssetExecutionContext, config: NormalizedRewa
 
 
 @dg.asset(partitions_def=model_type_partitions, deps=["normalized_rewards", "base_model", "srl_steps"], group_name="training",
-          pool="gpu", kinds={"pytorch"}, retry_policy=TRAINING_RETRY, code_version=CODE_VERSION, description="SRL: GRPO with the step-wise similarity reward "
-          "on the informative step prompts (SRLTrainer).")
+          pool="gpu", kinds={"pytorch"}, retry_policy=TRAINING_RETRY, code_version=CODE_VERSION, description="SRL: step-wise GRPO against the expert's "
+          "next step, in the evaluation's prompt format (srl_assets/srl/step_grpo.py).")
 def srl_checkpoint(context: dg.AssetExecutionContext, config: SRLConfig, duckdb_store: DuckDBStore,
                    checkpoint_store: CheckpointStore, training: TrainingResource, wandb: WandbResource,
                    pipes_subprocess_client: dg.PipesSubprocessClient) -> dg.MaterializeResult:
@@ -198,17 +209,26 @@ def srl_checkpoint(context: dg.AssetExecutionContext, config: SRLConfig, duckdb_
     rewards, rewards_up = read_table(context, duckdb_store, "normalized_rewards")
     rewards = rewards[rewards.informative.astype(bool)]
     steps, steps_up = read_table(context, duckdb_store, "srl_steps")
-    kept = rewards[["task_id", "step_index"]].drop_duplicates().merge(steps, on=["task_id", "step_index"])
+    if config.step_rows == "informative":
+        kept = rewards[["task_id", "step_index"]].drop_duplicates().merge(steps, on=["task_id", "step_index"])
+    elif config.step_rows == "unseen":  # the base's SFT slice: the first sft_trajectories by task id (_base_rows)
+        slice_ids = set(sorted(steps.task_id.unique())[:int(base_up.get("sft_trajectories") or 0)])
+        kept = steps[~steps.task_id.isin(slice_ids)]
+    else:
+        kept = steps
     if kept.empty:
-        raise RuntimeError(f"{model_type}: normalized_rewards kept no informative prompt; raise "
-                           f"target_prompts or the rollout temperature")
+        raise RuntimeError(f"{model_type}: no step instance to train SRL on (step_rows={config.step_rows!r}); "
+                           "materialize more trajectories, lower base_model's sft_trajectories, or use 'all'")
     rows = [{"prompt": r.prompt, "target": r.target} for r in kept.itertuples()]
+    stage_config = config.model_dump(exclude={"step_rows"})
     summary, child_meta, out_dir, work_dir = run_child(
-        context, pipes_subprocess_client, training, wandb, "srl", rows, config.model_dump(),
+        context, pipes_subprocess_client, training, wandb, "srl", rows, stage_config,
         {"base": base["sha256"], "rows": len(rows)}, model_path=fetch_checkpoint(checkpoint_store, training, base))
     key, info = publish_checkpoint(context, checkpoint_store, duckdb_store, "srl", out_dir, summary, training)
     metadata = {**child_meta, **checkpoint_metadata(key, info, summary),
                 **lineage_metadata(base_up, rewards_up, steps_up), "prompts": len(rows),
+                "step_rows": config.step_rows, "reward": config.reward,
+                "generated_tokens": int(summary.get("generated_tokens", 0)),
                 "final_kl_coef": float(summary.get("final_beta", 0.0)),
                 "normalizer_stats": dg.MetadataValue.json(summary.get("normalizer_stats", {})),
                 "reward_curve": reward_curve(summary, "raw_step_reward", work_dir, f"SRL step reward ({model_type})")}

@@ -10,15 +10,21 @@ same Llama arithmetic with plain tensor ops over the model's own weights:
   masked, so every row writes its key/value at the same cache column each step;
 - q/k/v and gate/up are fused into one matmul each, each RMSNorm's weight is folded into the matmul
   after it, and rotary embedding is folded into the q/k weights (``rotate_half(x) = x @ R`` with ``R``
-  a signed permutation, so ``W @ R`` is exact); grouped-query heads share their cache rows;
+  a signed permutation, so ``W @ R`` is exact), as are the attention scale (into the query columns)
+  and, when sampling, ``1 / T`` (into the output head); grouped-query heads share their cache rows;
+- decoding (one token per row) runs its own short op sequence (``LlamaSampler.decode``) with the
+  key cache stored transposed, which makes the score product stream rows of contiguous floats;
 - rows that wrote EOS leave the batch in bulk, once dropping them saves more than copying the cache
   costs, so a batch of rollouts that stop at different lengths costs mostly the rows still running;
+  EOS is looked for every few steps, not every step (each row is cut at its first stop token);
 - greedy is ``argmax``; sampling draws from ``softmax(logits / T)`` (HF's nucleus cut when
-  ``top_p < 1``) by inverting the CDF with one uniform per row from the seeded RNG (torch's global
-  one unless a ``torch.Generator`` is passed), the distribution ``torch.multinomial`` draws from.
+  ``top_p < 1``) by inverting the CDF with one uniform per row and step, all drawn up front from the
+  seeded RNG (torch's global one unless a ``torch.Generator`` is passed) and indexed by the original
+  row, the distribution ``torch.multinomial`` draws from.
 
-At the demo's shape most of what is left is attention reading the float32 cache (memory-bound) and
-the ~70 small ops per step; ``benchmarks/rollout_throughput.py`` measures both paths side by side.
+At the demo's shape most of a step is attention reading the float32 cache (two batched products per
+layer, about 60% of the time in a profile); the rest is ~50 small ops. ``benchmarks/rollout_throughput.py``
+measures HF ``generate`` and this sampler side by side.
 
 The distribution is the model's: ``tests/test_sampler.py`` checks each step's probabilities against a
 plain full forward pass of the model, greedy tokens against HF ``generate``, and sampled frequencies
@@ -85,7 +91,12 @@ def unsupported_reason(model) -> str | None:
         return f"rope_type {rope.get('rope_type')!r} is not 'default'"
     if getattr(cfg, "pretraining_tp", 1) != 1:
         return "pretraining_tp is not 1"
-    gen = getattr(model, "generation_config", None)
+    return generation_config_reason(getattr(model, "generation_config", None))
+
+
+def generation_config_reason(gen) -> str | None:
+    """Why HF ``generate`` under this ``GenerationConfig`` would do more than this sampler (None: it
+    would not): a logits processor or beam search."""
     for name, neutral in _UNSUPPORTED_GENERATION.items():
         value = getattr(gen, name, neutral)
         if value not in (neutral, None):
@@ -123,7 +134,8 @@ class LlamaSampler:
         self.layers = []
         for layer in inner.layers:
             att, mlp = layer.self_attn, layer.mlp
-            wq, wk, wv = att.q_proj.weight.t(), att.k_proj.weight.t(), att.v_proj.weight.t()
+            # The attention scale is folded into the query columns (exact for a power-of-two head_dim).
+            wq, wk, wv = att.q_proj.weight.t() * self.scale, att.k_proj.weight.t(), att.v_proj.weight.t()
             wq_rot = (wq.reshape(-1, self.heads, self.head_dim) @ rot).reshape(wq.shape)
             wk_rot = (wk.reshape(-1, self.kv_heads, self.head_dim) @ rot).reshape(wk.shape)
             self.layers.append(_Layer(
@@ -135,7 +147,8 @@ class LlamaSampler:
         self.inter = self.layers[0].w_down.shape[0] if self.layers else 0
 
     def _normed(self, h: torch.Tensor) -> torch.Tensor:
-        """LlamaRMSNorm without its weight (folded into the next matmul)."""
+        """LlamaRMSNorm without its weight (folded into the next matmul). Not ``F.rms_norm``: on CPU that
+        is the same five ops plus two dtype copies."""
         return h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True).add_(self.eps))
 
     def forward(self, ids: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache_k: list[torch.Tensor],
@@ -158,12 +171,40 @@ class LlamaSampler:
             cache_k[i].view(b, nkv, -1, hd)[:, :, start:end] = qk[:, nq:]
             cache_v[i].view(b, nkv, -1, hd)[:, :, start:end] = x[:, nq + nkv:nq + 2 * nkv]
             queries = qk[:, :nq].reshape(b * nkv, rep * q, hd)
-            scores = torch.baddbmm(mask, queries, cache_k[i][:, :end].transpose(1, 2), alpha=self.scale)
+            scores = torch.baddbmm(mask, queries, cache_k[i][:, :end].transpose(1, 2))
             att = torch.bmm(torch.softmax(scores, dim=-1), cache_v[i][:, :end])     # (B*nkv, rep*q, hd)
             h = torch.addmm(h, att.view(b, nq, q, hd).transpose(1, 2).reshape(b * q, nq * hd), layer.w_o)
             gate, up = (self._normed(h) @ layer.w_gate_up).split(self.inter, dim=-1)
             h = torch.addmm(h, F.silu(gate) * up, layer.w_down)
         return self._normed(h.view(b, q, -1)[:, -1]) @ self.w_lm                  # (B, vocab)
+
+    def decode(self, tokens: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache_kt: list[torch.Tensor],
+               cache_v: list[torch.Tensor], col: int, mask: torch.Tensor, w_lm: torch.Tensor) -> torch.Tensor:
+        """``forward`` for one new token per row: (B,) tokens at cache column ``col``, cos/sin (B, 1, hd),
+        mask (B * kv_heads, 1, col + 1); returns ``normed(h) @ w_lm`` (B, vocab).
+
+        The key cache is stored transposed here, (B * kv_heads, hd, T): the scores are then a product
+        with rows of T contiguous floats instead of T dot products of head_dim (16) floats. Attention over
+        the float32 cache is most of a decode step at the tiny default's size; with this layout and the
+        shorter op sequence the whole sampler measured 1.07-1.29x faster than with ``forward`` per step
+        (batch 16-256, same process).
+        """
+        b = tokens.shape[0]
+        nq, nkv, hd = self.heads, self.kv_heads, self.head_dim
+        rep, end, qk_heads = nq // nkv, col + 1, nq + nkv
+        h = F.embedding(tokens, self.embed)                                         # (B, hidden)
+        for i, layer in enumerate(self.layers):
+            x = (self._normed(h) @ layer.w_qkv).view(b, -1, hd)                    # (B, 2nq + 3nkv, hd)
+            qk = torch.addcmul(x[:, :qk_heads] * cos, x[:, qk_heads + nkv:], sin)  # (B, nq + nkv, hd)
+            cache_kt[i].view(b, nkv, hd, -1)[:, :, :, col] = qk[:, nq:]
+            cache_v[i].view(b, nkv, -1, hd)[:, :, col] = x[:, qk_heads:qk_heads + nkv]
+            queries = qk[:, :nq].reshape(b * nkv, rep, hd)
+            scores = torch.baddbmm(mask, queries, cache_kt[i][:, :, :end])
+            att = torch.bmm(torch.softmax(scores, dim=-1), cache_v[i][:, :end])     # (B*nkv, rep, hd)
+            h = torch.addmm(h, att.view(b, nq * hd), layer.w_o)
+            gate_up = self._normed(h) @ layer.w_gate_up
+            h = torch.addmm(h, F.silu(gate_up[:, :self.inter]).mul_(gate_up[:, self.inter:]), layer.w_down)
+        return self._normed(h) @ w_lm
 
 
 def _rotate_half_matrix(dim: int, dtype: torch.dtype, device) -> torch.Tensor:
@@ -177,7 +218,7 @@ def _rotate_half_matrix(dim: int, dtype: torch.dtype, device) -> torch.Tensor:
 
 def _next_probs(logits: torch.Tensor, temperature: float, top_p: float) -> torch.Tensor:
     """HF's sampling distribution: temperature, then the nucleus cut (at least one token kept)."""
-    scores = logits / temperature
+    scores = logits / temperature if temperature != 1.0 else logits
     if top_p < 1.0:
         sorted_scores, order = torch.sort(scores, descending=False)
         cumulative = sorted_scores.softmax(dim=-1).cumsum(dim=-1)
@@ -210,7 +251,7 @@ def pick_sampler(model, name: str | None = None) -> Callable[..., Any]:
 
 @SAMPLERS.register("hf")
 def hf_sample_ids(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_new_tokens: int,
-                  eos_token_id: int | None, pad_token_id: int | None = None, temperature: float = 0.0,
+                  eos_token_id: int | list[int] | None, pad_token_id: int | None = None, temperature: float = 0.0,
                   top_p: float = 1.0) -> torch.Tensor:
     """HF ``generate`` (plain sampling, top-k off) on torch's global RNG: (batch, new) padded after EOS."""
     sampling: dict[str, Any] = (
@@ -224,17 +265,21 @@ def hf_sample_ids(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, 
 @SAMPLERS.register("fast")
 @torch.inference_mode()
 def sample_ids(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_new_tokens: int,
-               eos_token_id: int | None, pad_token_id: int | None = None, temperature: float = 0.0,
+               eos_token_id: int | list[int] | None, pad_token_id: int | None = None, temperature: float = 0.0,
                top_p: float = 1.0, generator: torch.Generator | None = None,
-               on_step: StepHook | None = None, compact_after: float = 8.0) -> list[list[int]]:
+               on_step: StepHook | None = None, compact_after: float = 8.0,
+               check_every: int = 4) -> list[list[int]]:
     """New token ids for each left-padded prompt row (EOS included when a row writes it).
 
     Draws on ``generator`` (default: torch's global RNG, which ``torch.manual_seed`` seeds, as for HF).
     ``on_step(rows, probs, tokens)`` (a test hook) sees, each step, the original row indices still
     running, the distribution each was drawn from (one-hot argmax when greedy) and the drawn tokens.
+    ``eos_token_id`` may be a list: a row ends at the first of them it writes (HF ``generate`` takes the
+    same; SRL ends a step at any token holding a line break).
     ``pad_token_id`` is unused: rows end at their EOS instead of being padded. Finished rows leave the
     batch once dropping them saves ``compact_after`` full-batch steps (finished rows x steps left),
-    about what copying the cache costs; 0 drops them at once.
+    about what copying the cache costs; 0 drops them at once. Rows are checked for EOS every
+    ``check_every`` steps (every step when ``on_step`` is given); the output is the same either way.
     """
     if input_ids.shape != attention_mask.shape or input_ids.dim() != 2:
         raise ValueError(f"input_ids {tuple(input_ids.shape)} and attention_mask "
@@ -246,6 +291,8 @@ def sample_ids(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, max
         raise ValueError("prompts must be left-padded (a row ends in padding)")
     sampler = LlamaSampler(model)
     device, dtype = input_ids.device, sampler.embed.dtype
+    stop_ids = None if eos_token_id is None else torch.tensor(
+        [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id), dtype=torch.long, device=device)
     total = prompt_len + max_new_tokens
 
     valid = attention_mask.bool()
@@ -266,74 +313,109 @@ def sample_ids(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, max
     prefill_mask = prefill_mask[:, None, None].expand(batch, nkv, rep, prompt_len, prompt_len).reshape(
         batch * nkv, rep * prompt_len, prompt_len)
 
-    cache_k = [torch.empty(batch * nkv, total, sampler.head_dim, dtype=dtype, device=device)
-               for _ in sampler.layers]
-    cache_v = [torch.empty_like(c) for c in cache_k]
+    hd = sampler.head_dim
+    prompt_k = [torch.empty(batch * nkv, prompt_len, hd, dtype=dtype, device=device) for _ in sampler.layers]
+    cache_v = [torch.empty(batch * nkv, total, hd, dtype=dtype, device=device) for _ in sampler.layers]
     logits = sampler.forward(input_ids, cos_table[positions].unsqueeze(1), sin_table[positions].unsqueeze(1),
-                             cache_k, cache_v, 0, prefill_mask)                   # (B, vocab)
+                             prompt_k, cache_v, 0, prefill_mask)                  # (B, vocab)
+    # Decoding keeps keys transposed (see LlamaSampler.decode).
+    cache_k = [torch.empty(batch * nkv, hd, total, dtype=dtype, device=device) for _ in sampler.layers]
+    for kt, k in zip(cache_k, prompt_k, strict=True):
+        kt[:, :, :prompt_len] = k.transpose(1, 2)
+    del prompt_k
 
+    greedy = temperature <= 0
+    if not greedy:  # HF's logits / T: the prefill's once, the decode's folded into the head's weights
+        logits = logits / temperature
+    w_lm = sampler.w_lm if greedy else sampler.w_lm / temperature
+    # One uniform per row and step, drawn up front (one op, not one per step), indexed by the original
+    # row: the tokens do not depend on when finished rows leave the batch (``check_every``, ``compact_after``).
+    uniforms = None if greedy else torch.rand(max_new_tokens, batch, 1, generator=generator, device=device,
+                                              dtype=torch.float32)
+    # EOS is looked for every `check_every` steps: a finished row runs a few steps more (cut at its first
+    # stop token below), which costs less than the per-step check. The test hook needs every step.
+    check_every = 1 if on_step is not None else max(1, check_every)
     out = torch.full((batch, max_new_tokens), -1, dtype=torch.long, device=device)
-    lengths = torch.full((batch,), max_new_tokens, dtype=torch.long)
     rows = torch.arange(batch, device=device)                                       # original index per row
     alive = torch.ones(batch, dtype=torch.bool, device=device)                      # not yet at EOS
+    pending: list[torch.Tensor] = []    # tokens of steps [first, step], not yet written to `out`
+    first = 0
     # Each row's rotary angles for every new token, looked up once: step s reads column s.
     new_pos = positions[:, -1:] + 1 + torch.arange(max_new_tokens, device=device)   # (B, new)
     cos_new, sin_new = cos_table[new_pos], sin_table[new_pos]                       # (B, new, hd)
     for step in range(max_new_tokens):
-        tokens, probs = _draw(logits, temperature, top_p, generator, want_probs=on_step is not None)
+        u = None if greedy else uniforms[step] if first == 0 else uniforms[step].index_select(0, rows)
+        tokens, probs = _draw(logits, greedy, top_p, u, want_probs=on_step is not None)
         if on_step is not None:
             on_step(rows[alive], probs[alive], tokens[alive])
-        out[rows, step] = tokens  # a finished row's later tokens land past its length: never read
+        pending.append(tokens)
         if step + 1 == max_new_tokens:
             break
         # Rows that wrote EOS stop counting; once enough of them have, they leave the batch (cache,
         # mask and positions keep the running rows). Dropping in bulk keeps the copies rare.
-        if eos_token_id is not None:
-            done = (tokens == eos_token_id) & alive
+        if stop_ids is not None and (step + 1) % check_every == 0:
+            recent = torch.stack(pending[-check_every:], dim=1)                      # (B, check_every)
+            done = _is_stop(recent, stop_ids).any(dim=1) & alive
             if bool(done.any()):
-                lengths[rows[done].cpu()] = step + 1
                 alive &= ~done
                 running = int(alive.sum())
                 if running == 0:
                     break
                 if (alive.numel() - running) * (max_new_tokens - step - 1) >= compact_after * alive.numel():
+                    out[rows, first:step + 1] = torch.stack(pending, dim=1)
+                    pending, first = [], step + 1
                     keep = alive.nonzero().squeeze(1)
                     used = prompt_len + step
                     rows, tokens, alive = rows[keep], tokens[keep], alive[keep]
                     cos_new, sin_new = cos_new[keep], sin_new[keep]
                     key_mask = key_mask.view(-1, nkv, 1, total).index_select(0, keep).view(-1, 1, total)
-                    cache_k = [_keep_rows(c, keep, nkv, used) for c in cache_k]
+                    cache_k = [_keep_rows(c, keep, nkv, used, columns_last=True) for c in cache_k]
                     cache_v = [_keep_rows(c, keep, nkv, used) for c in cache_v]
         col = prompt_len + step
-        logits = sampler.forward(tokens.unsqueeze(1), cos_new[:, None, step:step + 1],
-                                 sin_new[:, None, step:step + 1], cache_k, cache_v, col,
-                                 key_mask[..., :col + 1])
+        logits = sampler.decode(tokens, cos_new[:, step:step + 1], sin_new[:, step:step + 1], cache_k, cache_v,
+                                col, key_mask[..., :col + 1], w_lm)
+    if pending:
+        out[rows, first:first + len(pending)] = torch.stack(pending, dim=1)
+    # A row ends at its first stop token (what it wrote after that, before the next check, is dropped);
+    # unwritten columns (-1) lie past the end of rows that left the batch.
+    lengths = torch.full((batch,), max_new_tokens, dtype=torch.long, device=device)
+    if stop_ids is not None:
+        hits = _is_stop(out, stop_ids)
+        lengths = torch.where(hits.any(dim=1), hits.int().argmax(dim=1) + 1, lengths)
     out_list = out.cpu().tolist()
     return [r[:n] for r, n in zip(out_list, lengths.tolist(), strict=True)]
 
 
-def _keep_rows(t: torch.Tensor, keep: torch.Tensor, kv_heads: int, used: int) -> torch.Tensor:
-    """Rows ``keep`` of a (batch * kv_heads, T, ...) tensor, in a fresh buffer of the same T whose
-    first ``used`` columns (the ones written so far) are copied."""
+def _is_stop(tokens: torch.Tensor, stop_ids: torch.Tensor) -> torch.Tensor:
+    return tokens == stop_ids[0] if stop_ids.numel() == 1 else torch.isin(tokens, stop_ids)
+
+
+def _keep_rows(t: torch.Tensor, keep: torch.Tensor, kv_heads: int, used: int,
+               columns_last: bool = False) -> torch.Tensor:
+    """Rows ``keep`` of a (batch * kv_heads, T, hd) tensor (``columns_last``: (batch * kv_heads, hd, T)),
+    in a fresh buffer of the same T whose first ``used`` columns (the ones written so far) are copied."""
     grouped = t.view(-1, kv_heads, *t.shape[1:])
     out = torch.empty((keep.numel(), *grouped.shape[1:]), dtype=t.dtype, device=t.device)
-    out[:, :, :used] = grouped[:, :, :used].index_select(0, keep)
+    if columns_last:
+        out[..., :used] = grouped[..., :used].index_select(0, keep)
+    else:
+        out[:, :, :used] = grouped[:, :, :used].index_select(0, keep)
     return out.view(-1, *t.shape[1:])
 
 
-def _draw(logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator | None,
+def _draw(logits: torch.Tensor, greedy: bool, top_p: float, u: torch.Tensor | None,
           want_probs: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Next tokens (B,) and, when wanted, the distribution they were drawn from (one-hot when greedy).
+    """Next tokens (B,) from logits already divided by the temperature, with uniforms ``u`` (B, 1), and,
+    when wanted, the distribution they were drawn from (one-hot when greedy).
 
     Sampling inverts the CDF with one uniform per row: the same distribution as ``torch.multinomial``
     at a fraction of its cost on CPU (which draws an exponential per vocabulary entry).
     """
-    if temperature <= 0:
+    if greedy:
         tokens = logits.argmax(dim=-1)
         return tokens, F.one_hot(tokens, logits.shape[-1]).float() if want_probs else None
-    probs = _next_probs(logits.float(), temperature, top_p)
+    probs = _next_probs(logits.float(), 1.0, top_p)
     cdf = probs.cumsum(dim=-1)
-    u = torch.rand(probs.shape[0], 1, generator=generator, device=probs.device, dtype=cdf.dtype) * cdf[:, -1:]
     # First index whose cumulative mass exceeds u: a zero-probability token is never it.
-    tokens = torch.searchsorted(cdf, u, right=True).squeeze(1).clamp_(max=probs.shape[-1] - 1)
+    tokens = torch.searchsorted(cdf, u * cdf[:, -1:], right=True).squeeze(1).clamp_(max=probs.shape[-1] - 1)
     return tokens, probs if want_probs else None

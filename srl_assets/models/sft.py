@@ -5,10 +5,12 @@ all be -1 and carry no signal. A short supervised run on verified expert traject
 ``SFTTrainer``, prompt-completion format, loss on the completion only) gives a policy that writes the
 format and sometimes, not always, the right content: the starting point the SRL paper assumes.
 
-Prompts and completions are plain text, not chat messages: the tiny model has no chat pretraining to
-preserve, the text format is what ``generate`` feeds it later, and plain text keeps the prompt a token
-prefix of prompt+completion. The caller chooses the completion (e.g. a trajectory, optionally behind a
-``<think>...</think>`` block); the trainer appends the EOS token so the model learns where to stop.
+Examples are raw prompt text and completion; each row is rendered by the tokenizer's prompt contract
+(``srl_assets.prompt_contract``), the same rendering ``generate`` gives the prompt later: the raw text
+for the tiny default (no chat pretraining to preserve), the chat template for an instruct model. Rows
+stay plain text for TRL either way, so the prompt is a token prefix of prompt+completion. The caller
+chooses the completion (e.g. a trajectory, optionally behind a ``<think>...</think>`` block); it ends
+with the EOS token (the trainer appends it), so the model learns where to stop.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from trl import SFTConfig, SFTTrainer
 
 from srl_assets.models.tiny import pick_device
+from srl_assets.prompt_contract import render_example
 from srl_assets.training.processes import per_process
 
 log = logging.getLogger(__name__)
@@ -81,7 +84,7 @@ def warm_start_sft(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, e
         dataloader_num_workers=0,
         ddp_find_unused_parameters=False,  # every weight of a causal LM takes part in the loss
     )
-    dataset = Dataset.from_list([{"prompt": ex["prompt"], "completion": ex["completion"]} for ex in examples])
+    dataset = Dataset.from_list(sft_rows(tokenizer, examples))
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
                          callbacks=callbacks)
 
@@ -106,3 +109,12 @@ def warm_start_sft(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, e
     log.info("SFT: %d steps in %.1fs, loss %.3f -> %.3f", metrics["steps"], seconds, losses[0], losses[-1])
     model.eval()
     return metrics
+
+
+def sft_rows(tokenizer: PreTrainedTokenizerBase, examples: list[dict[str, str]]) -> list[dict[str, str]]:
+    """The TRL rows of ``examples``, rendered by the tokenizer's prompt contract."""
+    rows = []
+    for ex in examples:
+        prompt, completion = render_example(tokenizer, ex["prompt"], ex["completion"])
+        rows.append({"prompt": prompt, "completion": completion})
+    return rows

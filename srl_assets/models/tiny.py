@@ -30,6 +30,7 @@ from transformers import (
 )
 
 from srl_assets.models.sampler import pick_sampler
+from srl_assets.prompt_contract import PromptContract, attach, contract_of, load_contract, render_prompt, save_contract
 from srl_assets.prompts import THINK_CLOSE, THINK_OPEN
 from srl_assets.training.processes import is_main_process
 
@@ -176,7 +177,8 @@ def count_parameters(model: torch.nn.Module) -> int:
 
 
 def save_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out_dir: str | Path) -> Path:
-    """Write a ``save_pretrained`` folder (safetensors weights, config, tokenizer with chat template).
+    """Write a ``save_pretrained`` folder (safetensors weights, config, tokenizer with chat template)
+    and the tokenizer's prompt contract (``prompt_contract.json``: raw text or chat template).
 
     Under a multi-process launch only the main process writes (the others hold the same weights).
     """
@@ -186,6 +188,7 @@ def save_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out_d
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
+    save_contract(contract_of(tokenizer), out)
     return out
 
 
@@ -194,7 +197,8 @@ def load_model(path_or_name: str | Path, device: str | None = None,
     """Load any causal LM (a local folder or a hub name) through ``AutoModelForCausalLM``/``AutoTokenizer``.
 
     ``device``/``dtype`` default to ``pick_device()``. The tokenizer is made ready for batched
-    generation: a pad token (the EOS token when the model has none) and left padding.
+    generation: a pad token (the EOS token when the model has none) and left padding. The folder's
+    prompt contract is attached to the tokenizer (raw text when it has none, e.g. a hub name).
     """
     if device is None:
         device, picked_dtype = pick_device()
@@ -208,6 +212,7 @@ def load_model(path_or_name: str | Path, device: str | None = None,
             raise ValueError(f"{path_or_name}: tokenizer has neither a pad nor an eos token")
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"
+    attach(tokenizer, load_contract(path_or_name))
     model = AutoModelForCausalLM.from_pretrained(str(path_or_name), dtype=dtype).to(device)
     _sync_generation_config(model, tokenizer)
     return model, tokenizer
@@ -224,14 +229,16 @@ def pick_device() -> tuple[str, torch.dtype]:
 def generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: list[str],
              max_new_tokens: int = 256, temperature: float = 0.0, batch_size: int = 16,
              top_p: float = 1.0, seed: int | None = None, add_special_tokens: bool = True,
-             sampler: str | None = None) -> list[str]:
+             sampler: str | None = None, contract: PromptContract | None = None) -> list[str]:
     """Complete each prompt; returns only the new text, one string per prompt, in order.
 
     ``sampler``: ``auto`` (default, or $SRL_SAMPLER), ``fast`` or ``hf``; see ``models.sampler``.
 
     ``temperature == 0`` is greedy decoding; above 0, plain sampling at that temperature (top-k off,
-    nucleus ``top_p``). Prompts are raw text: render a chat template with ``tokenize=False`` first if
-    the model expects one (and pass ``add_special_tokens=False`` when the template already adds BOS).
+    nucleus ``top_p``). Prompts are raw text (``prompts.task_prompt``): they are rendered by the
+    checkpoint's prompt contract (``contract``, default the tokenizer's own: the chat template for an
+    instruct model, the text unchanged for the tiny default); pass ``contract=RAW`` for text that is
+    already rendered.
     Decoding drops special tokens (EOS, padding) but keeps ``<think>``/``</think>``.
     """
     if temperature < 0:
@@ -250,7 +257,8 @@ def generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts
     outputs: list[str] = []
     try:
         for start in range(0, len(prompts), batch_size):
-            batch = tokenizer(prompts[start:start + batch_size], return_tensors="pt", padding=True,
+            texts = [render_prompt(tokenizer, p, contract) for p in prompts[start:start + batch_size]]
+            batch = tokenizer(texts, return_tensors="pt", padding=True,
                               add_special_tokens=add_special_tokens).to(model.device)
             new = sample(model, batch["input_ids"], batch["attention_mask"], max_new_tokens=max_new_tokens,
                          eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,

@@ -12,8 +12,9 @@
 - Reinforcement: the policy prompt plus the task row the grader reads.
 
 The prompts are the exact text the local policy sees (``prompts.task_prompt``), so a hosted model
-is evaluated on the same prompts it was trained on. Also generic record checks shared by the
-providers' ``validate_dataset``. No Dagster here.
+is evaluated on the same prompts it was trained on; the user message is that raw text, which a local
+instruct checkpoint's chat template wraps the same way (``srl_assets.prompt_contract``). Also generic
+record checks shared by the providers' ``validate_dataset``. No Dagster here.
 """
 
 from __future__ import annotations
@@ -29,11 +30,12 @@ from srl_assets.domains.base import Domain, Rules
 from srl_assets.dynamic_example_generator import Task
 from srl_assets.paid.base import (ChatExample, DatasetFormatError, DatasetSource, PreferencePair,
                                   ReinforcementItem)
+from srl_assets.prompt_contract import DEFAULT_SYSTEM
 from srl_assets.prompts import strip_think, task_prompt, trim_lore
 from srl_assets.trajectory import FINAL_TITLE, format_step, parse_spec, parse_trajectory, spec_to_json
 
-SYSTEM_PROMPT = ("You write game content specs. Answer with numbered steps `N. **Title** action`; "
-                 "the last step, titled `Final spec`, is the JSON spec.")
+# The system turn a local instruct checkpoint's prompt contract uses too: one contract, local and hosted.
+SYSTEM_PROMPT = DEFAULT_SYSTEM
 
 
 def approx_tokens(records: Iterable[dict]) -> int:

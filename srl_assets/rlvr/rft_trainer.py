@@ -139,10 +139,16 @@ class RFTTrainer:
             stats = {"round": r, "samples": len(samples), "sample_score_mean": statistics.fmean(scores),
                      "sample_pass_rate": sum(s.passed for s in samples) / len(samples),
                      "format_violation_rate": sum(not s.format_ok for s in samples) / len(samples),
-                     "tasks": len(samples) // cfg.samples_per_prompt, "kept": len(kept)}
+                     "tasks": len(samples) // cfg.samples_per_prompt, "kept": len(kept),
+                     "generated_tokens": sum(len(ids) for ids in tokenizer(
+                         [s.completion for s in samples], add_special_tokens=False)["input_ids"])}
             done = sum(x["steps"] for x in rounds)  # fine-tuning steps of the earlier rounds
             if on_log is not None:
                 on_log({"step": done, **stats})
+            if not kept and cfg.empty_round == "skip":
+                stats.update(steps=0, final_loss=float("nan"))
+                rounds.append(stats)
+                continue
             if not kept:
                 raise ValueError(f"RFT round {r}: none of {len(samples)} samples reached min_score "
                                  f"{cfg.min_score}; lower min_score or raise samples_per_prompt")

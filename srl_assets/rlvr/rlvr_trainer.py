@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 from datasets import Dataset
-from trl import GRPOTrainer
 
 from srl_assets.collaboration.verifier import Verifier
 from srl_assets.models.tiny import load_model, save_model
+from srl_assets.prompt_contract import render_prompt
 from srl_assets.prompts import strip_think
 from srl_assets.registry import Registry
 from srl_assets.reward_normalizer import make_normalizer
@@ -29,7 +29,7 @@ from srl_assets.rlvr.ppo_trainer import PPOConfig, PPOTrainer
 from srl_assets.rlvr.rft_trainer import RFTTrainer
 from srl_assets.rlvr.verifier_reward import make_verifier_reward_fn, parse_task_column
 from srl_assets.training.configs import GRPOStageConfig, RFTConfig
-from srl_assets.training.grpo_common import (AdaptiveKLCallback, MetricsCallback,
+from srl_assets.training.grpo_common import (AdaptiveKLCallback, FastRolloutGRPOTrainer, MetricsCallback,
                                              NormalizedReward, resume_point)
 from srl_assets.training.processes import world_size
 
@@ -72,9 +72,14 @@ def _grpo(inputs: RLVRInputs, config: dict[str, Any]) -> dict[str, Any]:
                               cfg.num_generations, "verifier_score")
     metrics_cb = MetricsCallback(inputs.on_log)
     kl_cb = AdaptiveKLCallback(cfg.make_kl_controller(), cfg.rollouts_per_step)
-    trainer = GRPOTrainer(model=model, reward_funcs=[reward], processing_class=tokenizer,
-                          args=cfg.trl_config(inputs.work_dir / "trainer", inputs.report_to, inputs.run_name),
-                          train_dataset=Dataset.from_list(inputs.rows), callbacks=[metrics_cb, kl_cb])
+    # TRL's GRPOTrainer, its rollouts sampled by the project's lean sampler where that is exact.
+    trainer = FastRolloutGRPOTrainer(
+        model=model, reward_funcs=[reward], processing_class=tokenizer,
+        args=cfg.trl_config(inputs.work_dir / "trainer", inputs.report_to, inputs.run_name),
+        # Rendered by the checkpoint's prompt contract: TRL then feeds the text as it is.
+        train_dataset=Dataset.from_list([{**r, "prompt": render_prompt(tokenizer, r["prompt"])}
+                                         for r in inputs.rows]),
+        callbacks=[metrics_cb, kl_cb])
     kl_cb.trainer = trainer
     selector = _selector(inputs, tokenizer, cfg.eval_steps, cfg.max_completion_length)
     if selector is not None:
@@ -86,6 +91,7 @@ def _grpo(inputs: RLVRInputs, config: dict[str, Any]) -> dict[str, Any]:
     save_model(trainer.model, tokenizer, inputs.out_dir)
     return {"config": asdict(cfg), "resumed_from": resumed_from, "steps": trainer.state.global_step,
             "processes": world_size(), "rollouts_per_step": trainer.args.generation_batch_size,
+            "rollout_sampler": trainer.last_rollout_path,  # "fast" (the lean sampler) or "trl" (TRL's own)
             "log": metrics_cb.logs, "kl_history": kl_cb.history, "raw_reward_history": reward.raw_history,
             "format_violation_rate": statistics.fmean(reward.format_history) if reward.format_history else None,
             "normalizer_stats": reward.normalizer.stats(), **(selector.summary() if selector else {})}
@@ -121,7 +127,8 @@ def _ppo(inputs: RLVRInputs, config: dict[str, Any]) -> dict[str, Any]:
     ref_model = copy.deepcopy(model).eval()
     for p in ref_model.parameters():
         p.requires_grad_(False)
-    tasks = {r["prompt"]: parse_task_column(r["task"]) for r in inputs.rows}
+    # PPOTrainer tokenizes its prompts itself: render them by the checkpoint's prompt contract first.
+    tasks = {render_prompt(tokenizer, r["prompt"]): parse_task_column(r["task"]) for r in inputs.rows}
 
     format_failed: list[bool] = []  # one entry per scored rollout: the Verifier's format/schema verdict
 
@@ -155,7 +162,9 @@ def _dpo(inputs: RLVRInputs, config: dict[str, Any]) -> dict[str, Any]:
         return verdict.score
 
     samples = sample_and_rank(model, tokenizer, list(tasks), score, cfg)
-    pairs = build_preference_pairs(samples, cfg.min_margin)
+    # Sampled from raw prompts (generate renders them); TRL's DPO gets them rendered the same way.
+    pairs = [{**p, "prompt": render_prompt(tokenizer, p["prompt"])}
+             for p in build_preference_pairs(samples, cfg.min_margin)]
     metrics_cb = MetricsCallback(inputs.on_log)
     resumed_from = resume_point(inputs.work_dir / "trainer")
     trainer = train_dpo(model, tokenizer, pairs, cfg, inputs.work_dir / "trainer", inputs.report_to,

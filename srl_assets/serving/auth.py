@@ -46,8 +46,10 @@ def authenticate(settings: ServingSettings, token: str | None) -> ApiKey | None:
 def require_scope(scope: str | None = None) -> Callable[..., ApiKey]:
     """A dependency: 401 without a valid key, 403 when the key lacks ``scope``."""
 
-    def dependency(request: Request,
-                   credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> ApiKey:
+    # async: FastAPI runs a plain `def` dependency in its thread pool, a thread hop (and GIL handoff)
+    # per request for a few microseconds of work.
+    async def dependency(request: Request,
+                         credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> ApiKey:
         settings: ServingSettings = request.app.state.settings
         token = credentials.credentials if credentials is not None else None
         api_key = authenticate(settings, token)

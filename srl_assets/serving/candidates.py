@@ -1,13 +1,18 @@
-"""Candidate generators: local checkpoints (loaded once per process, batched), paid models, and
+"""Candidate generators: local checkpoints (each loaded once, by its own worker process), paid models, and
 registered generators (a test/extension hook).
 
 Every candidate answers ``generate(tasks, prompts, max_new_tokens, temperature) -> [Generation]``.
 
 * Local stages ("base", "srl", "rlvr", ...): the checkpoint the selection's report evaluated (the
   newest catalog row of that stage created before the report, else the newest), fetched through the
-  checkpoint store into a local cache once and loaded once per process (a lock per checkpoint).
-  Requests queue in one ``Batcher`` per checkpoint; one worker thread runs every batch, so there are
-  never more generation threads than ``torch.set_num_threads`` allows.
+  checkpoint store into a local cache once (a lock per checkpoint). Generation runs in one worker
+  process per checkpoint (``srl_assets.serving.worker``): it loads the checkpoint once (this process
+  never loads the weights) and decodes every request for it in one continuously refilled batch
+  (``srl_assets.serving.continuous``); tokenization, decoding and token counting happen there too.
+  The first worker gets ``SRL_API_TORCH_THREADS`` torch threads (default cores - 1), each further
+  one what is left, but at least one: more checkpoints than cores means one thread per worker.
+  Measured with benchmarks/serve_load.py at 16 clients: a static batcher with the generation thread
+  in this process reached 54-66% of the direct throughput; this design 72-87% (2 shared cores).
 * ``paid:*``: the ``paid_candidates`` row's provider and model id through ``srl_assets.paid``.
 * Registered names (``GENERATORS``): ``SRL_SERVING_TEST_GENERATORS=pkg.mod:register`` calls
   ``register(GENERATORS)`` at start-up; tests register scripted candidates this way (see
@@ -18,13 +23,11 @@ from __future__ import annotations
 
 import abc
 
-import asyncio
 import importlib
 import shutil
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -37,6 +40,7 @@ from srl_assets.registry import Registry
 from srl_assets.serving.errors import ServiceUnavailable
 from srl_assets.serving.routing import SelectionView
 from srl_assets.serving.tables import TableMissing, TableReader
+from srl_assets.serving.worker import GenerationWorker, WorkerDied
 
 LOCAL, PAID, REGISTERED = "local", "paid", "registered"
 
@@ -85,157 +89,70 @@ def load_generator_hooks(spec: str) -> list[str]:
 
 
 # ----------------------------------------------------------------------------------------------
-# Batching
-
-
-@dataclass
-class _Item:
-    prompts: list[str]
-    max_new_tokens: int
-    temperature: float
-    future: asyncio.Future
-    queued_at: float = field(default_factory=time.perf_counter)
-
-
-class Batcher:
-    """Collects concurrent requests for one model into batches run by one worker thread.
-
-    ``run_batch(prompts, max_new_tokens, temperature) -> texts`` runs in ``executor``; requests with
-    different generation settings go in different batches (greedy output must not depend on a
-    neighbour's settings).
-
-    How long to wait for a batch to fill: clients that got their answers from one batch send their
-    next requests a few milliseconds apart, so taking only what is queued would split them into a
-    batch of one and a batch of the rest. The batcher remembers how many requests were around during
-    the last batch (its own plus those that queued while it ran) and waits for that many, but never
-    longer than ``wait_s`` nor the last batch's run time (a lone client waits at most once). With a
-    quarter of the run time as that cap, 16 closed-loop clients in benchmarks/serve_load.py settled into
-    alternating batches of ~7 (54% of direct throughput over 96 requests); with the whole run time,
-    batches of ~9 (65-66%).
-    """
-
-    def __init__(self, run_batch: Callable[[list[str], int, float], list[str]], executor: ThreadPoolExecutor,
-                 max_batch: int, wait_s: float):
-        self.run_batch = run_batch
-        self.executor = executor
-        self.max_batch = max_batch
-        self.wait_s = wait_s
-        self._queue: asyncio.Queue[_Item] | None = None
-        self._worker: asyncio.Task | None = None
-        self.batches_run = 0
-        self.requests_batched = 0
-        self._expected = 1  # requests seen around the last batch
-        self._last_run_s = 0.0
-
-    async def submit(self, prompts: list[str], max_new_tokens: int, temperature: float) -> list[str]:
-        loop = asyncio.get_running_loop()
-        if self._queue is None or self._worker is None or self._worker.done():
-            self._queue = asyncio.Queue()
-            self._worker = loop.create_task(self._run())
-        item = _Item(prompts, max_new_tokens, temperature, loop.create_future())
-        self._queue.put_nowait(item)
-        return await item.future
-
-    async def _collect(self) -> list[_Item]:
-        assert self._queue is not None
-        loop = asyncio.get_running_loop()
-        items = [await self._queue.get()]
-        while not self._queue.empty() and sum(len(i.prompts) for i in items) < self.max_batch:
-            items.append(self._queue.get_nowait())
-        target = min(self._expected, self.max_batch)
-        deadline = loop.time() + min(self.wait_s, 1.0 * self._last_run_s)
-        while len(items) < target and sum(len(i.prompts) for i in items) < self.max_batch:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                break
-            try:
-                items.append(await asyncio.wait_for(self._queue.get(), remaining))
-            except asyncio.TimeoutError:
-                break
-        return items
-
-    async def _run(self) -> None:
-        assert self._queue is not None
-        loop = asyncio.get_running_loop()
-        while True:
-            items = await self._collect()
-            groups: dict[tuple[int, float], list[_Item]] = {}
-            for item in items:
-                groups.setdefault((item.max_new_tokens, item.temperature), []).append(item)
-            t0 = loop.time()
-            for (max_new_tokens, temperature), group in groups.items():
-                prompts = [p for item in group for p in item.prompts]
-                try:
-                    texts = await loop.run_in_executor(self.executor, self.run_batch, prompts, max_new_tokens,
-                                                       temperature)
-                    self.batches_run += 1
-                    self.requests_batched += len(group)
-                except Exception as exc:  # every waiting request gets the error; the worker lives on
-                    for item in group:
-                        if not item.future.done():
-                            item.future.set_exception(exc)
-                    continue
-                start = 0
-                for item in group:
-                    if not item.future.done():
-                        item.future.set_result(texts[start:start + len(item.prompts)])
-                    start += len(item.prompts)
-            self._last_run_s = loop.time() - t0
-            self._expected = len(items) + self._queue.qsize()
-
-
-# ----------------------------------------------------------------------------------------------
 # Local checkpoints
 
 
 class LoadedModel:
-    def __init__(self, key: str, sha256: str, path: str, model: Any, tokenizer: Any):
+    """A checkpoint fetched into the local cache and loaded by its generation worker process."""
+
+    def __init__(self, key: str, sha256: str, path: str, worker: GenerationWorker):
         self.key, self.sha256, self.path = key, sha256, path
-        self.model, self.tokenizer = model, tokenizer
-        self.max_batch = 16  # set by Candidates from SRL_API_BATCH_SIZE
+        self.worker = worker
 
-    def run_batch(self, prompts: list[str], max_new_tokens: int, temperature: float) -> list[str]:
-        from srl_assets.models.tiny import generate
+    def describe(self) -> str:
+        return f"checkpoint {self.key!r} (sha256 {self.sha256[:12]})"
 
-        # One request's samples may exceed the batch size; generate() then runs them in chunks.
-        return generate(self.model, self.tokenizer, prompts, max_new_tokens=max_new_tokens,
-                        temperature=temperature, batch_size=max(1, min(len(prompts), self.max_batch)))
-
-    def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+    async def generate(self, prompts: list[str], max_new_tokens: int, temperature: float
+                       ) -> tuple[list[str], list[int], list[int]]:
+        try:
+            return await self.worker.submit(prompts, max_new_tokens, temperature)
+        except WorkerDied as exc:  # the next request starts a new worker
+            raise ServiceUnavailable(f"{self.describe()}: {exc}", retry_after_s=1) from exc
+        except RuntimeError as exc:
+            raise ServiceUnavailable(f"{self.describe()}: generation failed: {exc}") from exc
 
 
 class ModelCache:
-    """One loaded model per checkpoint (sha256) per process; a lock per checkpoint so a model that
-    many requests need at once is fetched and loaded exactly once."""
+    """One generation worker per checkpoint (sha256) per API process, started on first use; a lock per
+    checkpoint so a model that many requests need at once is fetched and loaded exactly once."""
 
-    def __init__(self, cache_dir: Path, checkpoint_uri: str):
+    def __init__(self, cache_dir: Path, checkpoint_uri: str, torch_threads: int = 1, slots: int = 16):
         self.cache_dir = cache_dir
         self.checkpoint_uri = checkpoint_uri
+        self.torch_threads = torch_threads
+        self.slots = slots
         self._models: dict[str, LoadedModel] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
         self.loads = 0
 
     def loaded(self) -> list[dict[str, str]]:
-        return [{"checkpoint_key": m.key, "sha256": m.sha256} for m in self._models.values()]
+        return [{"checkpoint_key": m.key, "sha256": m.sha256} for m in self._models.values() if m.worker.alive]
+
+    def workers(self) -> list[GenerationWorker]:
+        return [m.worker for m in self._models.values()]
 
     def get(self, key: str, sha256: str) -> LoadedModel:
         with self._guard:
-            if sha256 in self._models:
-                return self._models[sha256]
+            model = self._models.get(sha256)
+            if model is not None and model.worker.alive:
+                return model
             lock = self._locks.setdefault(sha256, threading.Lock())
         with lock:
-            if sha256 not in self._models:
-                self._models[sha256] = self._load(key, sha256)
+            model = self._models.get(sha256)
+            if model is None or not model.worker.alive:
+                self._models[sha256] = model = self._load(key, sha256)
                 self.loads += 1
-        return self._models[sha256]
+        return model
+
+    def close(self) -> None:
+        for model in list(self._models.values()):
+            model.worker.stop()
 
     def _load(self, key: str, sha256: str) -> LoadedModel:
-        from srl_assets.models.tiny import load_model
-
         dest = self.cache_dir / sha256[:16]
         try:
+            self.cache_dir.mkdir(parents=True, exist_ok=True)
             if not (dest / "config.json").exists():
                 from resources.checkpoint_store import checkpoint_store_from_uri
 
@@ -244,26 +161,33 @@ class ModelCache:
                 shutil.rmtree(staging, ignore_errors=True)
                 checkpoint_store_from_uri(self.checkpoint_uri).fetch(key, str(staging))
                 staging.rename(dest)  # atomic: a half-fetched folder is never loaded
-            model, tokenizer = load_model(str(dest))
+            # Every worker gets the threads left to it, so all of them together never run more
+            # generation threads than the machine has cores.
+            alive = sum(m.worker.alive for m in self._models.values())
+            threads = max(1, self.torch_threads - alive)
+            worker = GenerationWorker(str(dest), threads, self.slots, log_path=self.cache_dir / "worker.log")
+            worker.start()
         except Exception as exc:
             raise ServiceUnavailable(f"checkpoint {key!r} (sha256 {sha256[:12]}) cannot be loaded: "
                                      f"{type(exc).__name__}: {exc}") from exc
-        return LoadedModel(key, sha256, str(dest), model, tokenizer)
+        return LoadedModel(key, sha256, str(dest), worker)
 
 
 class LocalCandidate(CandidateGenerator):
-    def __init__(self, info: CandidateInfo, loaded: LoadedModel, batcher: Batcher):
+    def __init__(self, info: CandidateInfo, models: ModelCache, loaded: LoadedModel):
         self.info = info
+        self.models = models
         self.loaded = loaded
-        self.batcher = batcher
 
     async def generate(self, tasks: list[Task], prompts: list[str], max_new_tokens: int,
                        temperature: float) -> list[Generation]:
         t0 = time.perf_counter()
-        texts = await self.batcher.submit(prompts, max_new_tokens, temperature)
+        if not self.loaded.worker.alive:  # it died (a 503 told the request in flight): start another
+            self.loaded = await run_in_threadpool(self.models.get, self.loaded.key, self.loaded.sha256)
+        texts, tokens_in, tokens_out = await self.loaded.generate(prompts, max_new_tokens, temperature)
         latency = time.perf_counter() - t0
-        return [Generation(text, self.loaded.count_tokens(prompt), self.loaded.count_tokens(text), latency)
-                for prompt, text in zip(prompts, texts, strict=True)]
+        return [Generation(text, n_in, n_out, latency)
+                for text, n_in, n_out in zip(texts, tokens_in, tokens_out, strict=True)]
 
 
 class PaidCandidate(CandidateGenerator):
@@ -288,21 +212,19 @@ class PaidCandidate(CandidateGenerator):
 
 
 class Candidates:
-    def __init__(self, reader: TableReader, models: ModelCache, executor: ThreadPoolExecutor, max_batch: int,
-                 wait_s: float):
+    def __init__(self, reader: TableReader, models: ModelCache):
         self.reader = reader
         self.models = models
-        self.executor = executor
-        self.max_batch = max_batch
-        self.wait_s = wait_s
-        self._batchers: dict[str, Batcher] = {}
         self._registered: dict[tuple[str, str], CandidateGenerator] = {}
         self._providers: dict[str, Any] = {}
         self._local: dict[tuple[str, str, str | None], LocalCandidate] = {}
 
     def stats(self) -> dict[str, int]:
-        return {"model_loads": self.models.loads, "batches_run": sum(b.batches_run for b in self._batchers.values()),
-                "requests_batched": sum(b.requests_batched for b in self._batchers.values())}
+        workers = self.models.workers()
+        return {"model_loads": self.models.loads, "requests": sum(w.requests for w in workers),
+                "max_rows_per_step": max((w.max_rows for w in workers), default=0),
+                "decoding_steps": sum(w.steps for w in workers), "rows_decoded": sum(w.row_steps for w in workers),
+                "torch_threads": sum(w.threads for w in workers if w.alive)}
 
     def registered_names(self) -> set[str]:
         return set(GENERATORS.names())
@@ -323,14 +245,9 @@ class Candidates:
             return self._local[resolved]
         row = await run_in_threadpool(self._catalog_row, name, model_type, view)
         loaded = await run_in_threadpool(self.models.get, row["key"], row["sha256"])
-        loaded.max_batch = self.max_batch
-        batcher = self._batchers.get(loaded.sha256)
-        if batcher is None:
-            batcher = self._batchers[loaded.sha256] = Batcher(loaded.run_batch, self.executor, self.max_batch,
-                                                              self.wait_s)
         info = CandidateInfo(name=name, kind=LOCAL, stage=name, checkpoint_key=row["key"],
                              checkpoint_sha256=row["sha256"])
-        self._local[resolved] = LocalCandidate(info, loaded, batcher)
+        self._local[resolved] = LocalCandidate(info, self.models, loaded)
         return self._local[resolved]
 
     def _catalog_row(self, stage: str, model_type: str, view: SelectionView) -> dict[str, Any]:

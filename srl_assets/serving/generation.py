@@ -75,8 +75,12 @@ async def generate_verified(state: ServingState, model_type: str, params: Any, n
     t0 = time.perf_counter()
     domain, rules = state.domain(model_type)
     task = build_task(domain, rules, params)
-    name, why = await run_in_threadpool(state.router.candidate_for, model_type, task.skills)
-    view = await run_in_threadpool(state.router.view, model_type)
+    # Routing reads DuckDB only when the in-memory selection is stale; otherwise it stays on the event
+    # loop (two thread hops per request cost more than the routing itself).
+    view = state.router.cached_view(model_type)
+    if view is None:
+        view = await run_in_threadpool(state.router.view, model_type)
+    name, why = state.router.candidate_for(model_type, task.skills, view)
     candidate = await state.candidates.get(name, model_type, domain, rules, view)
     prompt = policy_prompts([task], rules, state.settings.policy_lore_k)[0]
     verifier = Verifier(domain, rules)

@@ -233,9 +233,19 @@ class Router:
         with self._lock:
             return self._states.setdefault(model_type, RoutingState())
 
-    def candidate_for(self, model_type: str, skills: tuple[str, ...]) -> tuple[str, str]:
-        """(candidate, why) for a task exercising ``skills``."""
-        view = self.view(model_type)
+    def cached_view(self, model_type: str) -> SelectionView | None:
+        """The in-memory view when it needs no read (fresh, or another request is re-reading it), else
+        None: the event loop routes with it directly and leaves reads to a worker thread."""
+        with self._lock:
+            old = self._views.get(model_type)
+            if old is not None and (time.monotonic() - old.fetched_at < self.ttl_s or model_type in self._refreshing):
+                return old
+        return None
+
+    def candidate_for(self, model_type: str, skills: tuple[str, ...],
+                      view: SelectionView | None = None) -> tuple[str, str]:
+        """(candidate, why) for a task exercising ``skills`` (``view``: the one to route by, else read)."""
+        view = view or self.view(model_type)
         state = self.state(model_type)
         if state.current.pin:
             return state.current.pin, "pinned"

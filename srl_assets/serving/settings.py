@@ -75,13 +75,13 @@ class ServingSettings:
     teacher_fallback: bool = field(
         default=False,
         metadata={"help": "SRL_API_TEACHER_FALLBACK=1: when no sample passes, answer with the procedural teacher."})
-    batch_size: int = field(default=8, metadata={"help": "SRL_API_BATCH_SIZE: prompts per generation batch."})
-    batch_wait_s: float = field(
-        default=0.1, metadata={"help": "SRL_API_BATCH_WAIT_S: the longest the batcher waits for a batch to fill "
-                                       "(also at most the last batch's run time)."})
+    batch_size: int = field(
+        default=16, metadata={"help": "SRL_API_BATCH_SIZE: the most prompts a checkpoint's worker decodes together "
+                                      "(requests join and leave the running batch between steps)."})
     torch_threads: int = field(
-        default_factory=lambda: os.cpu_count() or 1,
-        metadata={"help": "SRL_API_TORCH_THREADS: generation threads (capped at os.cpu_count())."})
+        default_factory=lambda: max(1, (os.cpu_count() or 1) - 1),
+        metadata={"help": "SRL_API_TORCH_THREADS: torch threads of all generation workers together "
+                          "(default: cores - 1, at least 1; capped at os.cpu_count())."})
     model_cache_dir: Path | None = field(
         default=None, metadata={"help": "SRL_API_MODEL_CACHE: local copies of checkpoints (default under DAGSTER_HOME)."})
     checkpoint_uri: str = field(
@@ -121,9 +121,9 @@ class ServingSettings:
             duckdb_timeout_s=_float_env("SRL_API_DUCKDB_TIMEOUT_S", 3.0),
             selection_ttl_s=_float_env("SRL_API_SELECTION_TTL_S", 10.0),
             teacher_fallback=_flag("SRL_API_TEACHER_FALLBACK"),
-            batch_size=_int_env("SRL_API_BATCH_SIZE", 8, 1, 256),
-            batch_wait_s=_float_env("SRL_API_BATCH_WAIT_S", 0.1),
-            torch_threads=min(_int_env("SRL_API_TORCH_THREADS", cpu, 1, 4096), cpu),
+            batch_size=_int_env("SRL_API_BATCH_SIZE", 16, 1, 256),
+            # One core is left to this process (HTTP, validation, verification) by default.
+            torch_threads=min(_int_env("SRL_API_TORCH_THREADS", max(1, cpu - 1), 1, 4096), cpu),
             model_cache_dir=Path(cache) if cache else None,
             checkpoint_uri=paths.checkpoint_uri(),
             policy_lore_k=paths.policy_lore_k(),

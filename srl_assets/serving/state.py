@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 
 from srl_assets.domains import MODEL_TYPES, get_domain
@@ -25,22 +24,19 @@ class ServingState:
         self.reader = TableReader(settings.duckdb_path, settings.duckdb_timeout_s)
         self.store = ServingStore(settings.serving_db_path)
         self.router = Router(self.reader, self.store, settings.selection_ttl_s)
-        # One worker thread runs every generation batch: torch already uses the cores inside a batch.
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="srl-generate")
-        self.models = ModelCache(settings.cache_dir, settings.checkpoint_uri)
-        self.candidates = Candidates(self.reader, self.models, self.executor, settings.batch_size,
-                                     settings.batch_wait_s)
+        # Generation runs in one worker process per checkpoint (srl_assets.serving.worker): this process
+        # keeps HTTP, validation and verification; the workers share SRL_API_TORCH_THREADS threads.
+        self.models = ModelCache(settings.cache_dir, settings.checkpoint_uri,
+                                 max(1, min(settings.torch_threads, os.cpu_count() or 1)), settings.batch_size)
+        self.candidates = Candidates(self.reader, self.models)
         self.hooks = load_generator_hooks(settings.test_generators)
 
     def start(self) -> None:
-        import torch
-
-        torch.set_num_threads(max(1, min(self.settings.torch_threads, os.cpu_count() or 1)))
         if self.hooks:
             log.warning("serving: registered generators from SRL_SERVING_TEST_GENERATORS: %s", self.hooks)
 
     def stop(self) -> None:
-        self.executor.shutdown(wait=False, cancel_futures=True)
+        self.models.close()
         self.store.close()
 
     def domain(self, model_type: str) -> tuple[Domain, Rules]:

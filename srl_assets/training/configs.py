@@ -49,6 +49,10 @@ class GRPOStageConfig:
                                                           "validation tasks and publish the best step's weights "
                                                           "(the paper's checkpoint selection); 0 = the last step."})
     seed: int = field(default=0, metadata={"help": "Seed of sampling and data order."})
+    use_vllm: bool = field(default=False, metadata={"help": (
+        "RLVR GRPO only: sample rollouts with TRL's vLLM integration (its 'colocate' mode, in the training "
+        "process) for a real model on a GPU preset; needs a CUDA device and the vllm package. Not tested "
+        "here (no GPU, no vllm). Off: the project's lean sampler for Llama-shaped models, else HF generate.")})
 
     def __post_init__(self) -> None:
         if self.eval_steps < 0:
@@ -98,6 +102,9 @@ class GRPOStageConfig:
         from srl_assets.training.processes import per_process
 
         device, dtype = pick_device()
+        if self.use_vllm and device != "cuda":
+            raise ValueError(f"GRPO use_vllm is set but the device is {device!r}: TRL's vLLM rollouts need "
+                             "a CUDA GPU; set use_vllm false (the lean sampler or HF generate samples instead)")
         # Under several processes each rolls out whole groups of its share of the step's prompts;
         # TRL gathers the rewards of all of them before it centres each group.
         rollouts = per_process(self.prompts_per_step, "prompts_per_step") * self.num_generations
@@ -112,6 +119,7 @@ class GRPOStageConfig:
             per_device_train_batch_size=micro, gradient_accumulation_steps=rollouts // micro,
             num_generations=self.num_generations, max_completion_length=self.max_completion_length,
             temperature=self.temperature, top_k=0, top_p=self.top_p, num_iterations=self.num_iterations,
+            use_vllm=self.use_vllm,
             beta=self.beta, scale_rewards="none",  # the RewardNormalizer scales (see module docstring)
             max_grad_norm=self.max_grad_norm, seed=self.seed, data_seed=self.seed,
             use_cpu=device == "cpu", bf16=dtype == torch.bfloat16,
@@ -120,6 +128,70 @@ class GRPOStageConfig:
             logging_steps=1, report_to=report_to, disable_tqdm=True, dataloader_num_workers=0,
             ddp_find_unused_parameters=False,  # every weight of a causal LM takes part in the loss
         )
+
+
+@dataclass
+class StepSRLConfig:
+    """Hyperparameters of SRL's step-wise GRPO (``srl_assets.srl.step_grpo``). Defaults fit the tiny CPU model."""
+
+    max_steps: int = field(default=40, metadata={"help": "Optimizer steps (paper: up to 30 epochs at 7B)."})
+    learning_rate: float = field(default=3e-4, metadata={"help": "AdamW learning rate (paper: 5e-7 at 7B; the "
+                                                                   "0.14M-parameter tiny default needs far more)."})
+    warmup_ratio: float = field(default=0.1, metadata={"help": "Fraction of steps with a linear warmup."})
+    prompts_per_step: int = field(default=16, metadata={"help": "Step instances per optimizer step (paper: 512)."})
+    num_generations: int = field(default=8, metadata={"help": "Rollouts per step instance (paper: 8)."})
+    max_completion_length: int = field(default=160, metadata={"help": "Tokens a rollout may write before its "
+                                                                        "line break (a final JSON spec is the longest step)."})
+    temperature: float = field(default=1.0, metadata={"help": "Rollout sampling temperature (paper: 1.0)."})
+    top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling of rollouts (1.0 = the full distribution)."})
+    reward: str = field(default="difflib", metadata={"help": "Registered step reward (srl_assets.srl.step_reward."
+                                                             "STEP_REWARDS): 'difflib' is the paper's 2M/T."})
+    normalizer: str = field(default="group", metadata={"help": "RewardNormalizer: group | batch | running | none."})
+    dynamic_sampling_eps: float = field(default=1e-3, metadata={"help": "Groups whose reward std is at most this "
+                                                                          "carry no signal and are left out of the loss."})
+    beta: float = field(default=0.0, metadata={"help": "KL coefficient to the start (paper: 0)."})
+    kl_controller: str = field(default="fixed", metadata={"help": "'fixed' or 'adaptive' (Ziegler et al. 2019)."})
+    kl_target: float = field(default=0.05, metadata={"help": "Adaptive KL: target per-token KL."})
+    kl_horizon: float = field(default=100.0, metadata={"help": "Adaptive KL: horizon in samples."})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient-norm clip (paper: 1.0)."})
+    micro_batch_size: int = field(default=0, metadata={"help": "Rollouts per forward/backward pass (0 = all of a "
+                                                               "step's at once); the same update in less memory."})
+    rollout_batch_size: int = field(default=128, metadata={"help": "Rollouts decoded at once."})
+    save_steps: int = field(default=10, metadata={"help": "Intermediate checkpoint interval (for resume)."})
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("max_steps", "prompts_per_step", "max_completion_length", "rollout_batch_size"):
+            value = getattr(self, name)
+            if not (isinstance(value, int) and value >= 1):
+                raise ValueError(f"StepSRLConfig.{name} must be an integer >= 1, got {value!r}")
+        if self.num_generations < 2:
+            raise ValueError(f"StepSRLConfig.num_generations must be >= 2 (GRPO compares rollouts), "
+                             f"got {self.num_generations}")
+        if self.micro_batch_size < 0 or self.save_steps < 0:
+            raise ValueError("StepSRLConfig.micro_batch_size and save_steps must be >= 0")
+        if not (math.isfinite(self.learning_rate) and self.learning_rate > 0) or not self.temperature > 0:
+            raise ValueError("StepSRLConfig.learning_rate and temperature must be > 0")
+        if not 0 <= self.warmup_ratio < 1:
+            raise ValueError(f"StepSRLConfig.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"StepSRLConfig.top_p must be in (0, 1], got {self.top_p}")
+        if self.normalizer not in normalizer_names():
+            raise ValueError(f"StepSRLConfig.normalizer {self.normalizer!r} unknown; known: {normalizer_names()}")
+        if self.kl_controller == "adaptive" and self.beta <= 0:
+            raise ValueError("StepSRLConfig.kl_controller 'adaptive' needs beta > 0 (a reference model)")
+        make_kl_controller(self.kl_controller, self.beta or 1.0, self.kl_target, self.kl_horizon)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "StepSRLConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise ValueError(f"unknown SRL config fields {sorted(unknown)}; known: {sorted(known)}")
+        return cls(**values)
+
+    def make_kl_controller(self) -> KLController:
+        return make_kl_controller(self.kl_controller, self.beta, self.kl_target, self.kl_horizon)
 
 
 @dataclass
@@ -184,6 +256,11 @@ class RFTConfig:
                                                             "(a retried op resumes from the last one)."})
     seed: int = field(default=0, metadata={"help": "Seed of task order, sampling and fine-tuning."})
 
+    empty_round: str = field(default="error", metadata={"help": "A round none of whose samples passes: 'error' "
+                                                                  "stops the run (the policy cannot use RFT yet), "
+                                                                  "'skip' leaves the policy as it is (the recipe "
+                                                                  "comparison: RLVR with no signal learns nothing)."})
+
     def round_steps(self, kept: int) -> int:
         """Fine-tuning steps of a round that kept ``kept`` samples: sft_steps, at most max_epochs passes.
 
@@ -208,6 +285,8 @@ class RFTConfig:
             raise ValueError("RFTConfig.learning_rate and temperature must be > 0")
         if not 0 < self.top_p <= 1:
             raise ValueError(f"RFTConfig.top_p must be in (0, 1], got {self.top_p}")
+        if self.empty_round not in ("error", "skip"):
+            raise ValueError(f"RFTConfig.empty_round must be 'error' or 'skip', got {self.empty_round!r}")
 
 
 @dataclass

@@ -10,6 +10,8 @@
   history are saved in every checkpoint's ``trainer_state.json`` and restored on resume.
 * Resumable runs: intermediate checkpoints every ``save_steps`` under the work folder; a rerun
   resumes from the last complete one.
+* Faster rollouts: ``FastRolloutGRPOTrainer`` samples with the project's lean sampler
+  (``srl_assets.models.sampler``) where it reproduces TRL's own HF ``generate`` path, else TRL's path.
 """
 
 from __future__ import annotations
@@ -20,10 +22,13 @@ import statistics
 from pathlib import Path
 from typing import Any, Callable
 
+import torch
 from transformers import TrainerCallback
 from transformers.trainer_callback import ExportableState
+from trl import GRPOTrainer
 
 from srl_assets.kl_controller import KLController
+from srl_assets.models.sampler import SAMPLERS, generation_config_reason, pick_sampler, sample_ids
 from srl_assets.reward_normalizer import RewardNormalizer
 from srl_assets.training.checkpoint_folders import numbered_checkpoints
 
@@ -143,3 +148,63 @@ def resume_point(output_dir: Path) -> str | None:
     """
     found = numbered_checkpoints(output_dir, _trainer_state_readable)
     return str(found[-1][1]) if found else None
+
+
+class FastRolloutGRPOTrainer(GRPOTrainer):
+    """TRL's ``GRPOTrainer`` whose rollouts come from the lean sampler (``srl_assets.models.sampler``).
+
+    TRL 1.16 samples with HF ``generate`` in ``_generate_single_turn``; at the tiny default's size
+    that is mostly per-step Python overhead (``benchmarks/rollout_throughput.py``). This override
+    draws from the same distribution (temperature, nucleus ``top_p``, every EOS id TRL stops at) on
+    torch's global RNG, as TRL's path does, and returns what TRL's path returns: each completion's
+    token ids up to and including its first EOS, and no logprobs. It hands over to TRL's own path
+    (``fallback_reason`` says why) for vLLM or continuous batching, multimodal prompts, sharded
+    weights (DeepSpeed, FSDP), a generation setting the sampler lacks (top-k, min-p, repetition
+    penalty, ...), or a model ``pick_sampler`` leaves to HF generate ($SRL_SAMPLER=hf, a big or
+    non-Llama model).
+    """
+
+    last_rollout_path: str | None = None  # "fast" or "trl": which path sampled the last rollouts
+
+    def fallback_reason(self, model, images=None, multimodal_fields=None, has_tool_images=False) -> str | None:
+        """Why TRL's own generation path samples these rollouts (None: the lean sampler does)."""
+        from accelerate.utils import DistributedType
+
+        if self.use_vllm or self.use_transformers_continuous_batching:
+            return "TRL's vLLM / continuous-batching generation is configured"
+        if images or multimodal_fields or has_tool_images:
+            return "multimodal prompts"
+        if self.accelerator.distributed_type in (DistributedType.DEEPSPEED, DistributedType.FSDP):
+            return f"{self.accelerator.distributed_type} shards the weights"
+        gen = self.generation_config
+        if gen.top_k not in (0, None):
+            return f"top_k = {gen.top_k}"
+        if (gen.num_return_sequences or 1) != 1:
+            return f"num_return_sequences = {gen.num_return_sequences}"
+        reason = generation_config_reason(gen)
+        if reason:
+            return reason
+        if pick_sampler(model) is not SAMPLERS.get("fast"):
+            return "pick_sampler chose HF generate for this model ($SRL_SAMPLER or its size/architecture)"
+        return None
+
+    def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
+        model = self.accelerator.unwrap_model(self.model)
+        reason = self.fallback_reason(model, images, multimodal_fields, has_tool_images)
+        if reason:
+            if self.last_rollout_path != "trl":
+                logger.info("GRPO rollouts use TRL's generation path: %s", reason)
+            self.last_rollout_path = "trl"
+            return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations,
+                                                 has_tool_images)
+        self.last_rollout_path = "fast"
+        device, pad = self.accelerator.device, self._tokenizer.pad_token_id
+        width = max(len(p) for p in prompt_ids)
+        ids = torch.tensor([[pad] * (width - len(p)) + list(p) for p in prompt_ids], device=device)
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompt_ids], device=device)
+        gen = self.generation_config
+        completion_ids = sample_ids(model, ids, mask, max_new_tokens=gen.max_new_tokens,
+                                    eos_token_id=list(self.eos_token_ids),
+                                    temperature=gen.temperature if gen.do_sample else 0.0,
+                                    top_p=1.0 if gen.top_p is None else gen.top_p)
+        return completion_ids, None  # TRL's HF path returns no logprobs either

@@ -16,7 +16,7 @@ curve in the summary cover the main process's share of each step's rollouts (TRL
 process rolls out whole groups. DPO samples and ranks its preference pairs in every process (with
 the same seed); its training on them is what splits.
 
-Stages that TRL does not split (the step rollouts, evaluation, the project's own PPO, and RFT, whose
+Stages that TRL does not split (the step rollouts, SRL's own step-wise GRPO, evaluation, the project's own PPO, and RFT, whose
 sampling would be repeated in every process) run in one process: ``TrainingResource`` launches them without accelerate, and ``run_stage`` refuses them under
 a multi-process launcher rather than run the same work N times.
 """
@@ -27,7 +27,8 @@ import os
 from typing import Any
 
 # The stages whose training a TRL trainer (SFTTrainer, GRPOTrainer, DPOTrainer) splits across processes.
-_SPLIT_STAGES = {"base", "srl"}
+# SRL's step-wise GRPO is the project's own loop (srl_assets/srl/step_grpo.py): one process.
+_SPLIT_STAGES = {"base"}
 _SPLIT_RLVR_ALGORITHMS = {"grpo", "dpo"}
 
 

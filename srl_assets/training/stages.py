@@ -61,12 +61,18 @@ def run_stage(spec: dict[str, Any], report: Reporter) -> dict[str, Any]:
 
 @stage("base")
 def base_stage(spec: dict[str, Any], report: Reporter) -> dict[str, Any]:
-    """Tiny Llama + local BPE tokenizer + short SFT, or any HF causal LM (optionally SFT'd too)."""
+    """Tiny Llama + local BPE tokenizer + short SFT, or any HF causal LM (optionally SFT'd too).
+
+    Decides the checkpoint's prompt contract (config ``chat_template``: auto, on or off; see
+    ``srl_assets.prompt_contract``); the SFT rows and every later stage follow it.
+    """
     from srl_assets.models.sft import warm_start_sft
     from srl_assets.models.tiny import (TinyModelConfig, build_tiny_model, count_parameters, load_model,
                                         save_model, train_bpe_tokenizer)
+    from srl_assets.prompt_contract import attach, decide, parse_setting
 
     cfg = dict(spec["config"])
+    chat_template = parse_setting(cfg.get("chat_template", "auto"))  # before loading a large model
     rows = read_rows(spec["data"])  # {"kind": "corpus"|"sft", "text"} / {"prompt", "completion"}
     corpus = [r["text"] for r in rows if r["kind"] == "corpus"]
     examples = [{"prompt": r["prompt"], "completion": r["completion"]} for r in rows if r["kind"] == "sft"]
@@ -76,6 +82,8 @@ def base_stage(spec: dict[str, Any], report: Reporter) -> dict[str, Any]:
     else:
         tokenizer = train_bpe_tokenizer(corpus, vocab_size=int(cfg.get("vocab_size", 1024)))
         model = build_tiny_model(tokenizer, TinyModelConfig(vocab_size=len(tokenizer), **cfg.get("tiny", {})))
+    contract = decide(chat_template, tokenizer, source or None)
+    attach(tokenizer, contract)  # save_model writes it into the checkpoint; later stages read it from there
     sft: dict[str, Any] = {"steps": 0}
     if int(cfg.get("sft_steps", 0)) > 0:
         from srl_assets.training.grpo_common import resume_point
@@ -96,6 +104,7 @@ def base_stage(spec: dict[str, Any], report: Reporter) -> dict[str, Any]:
     save_model(model, tokenizer, spec["out_dir"])
     return {"stage": "base", "source": source or "tiny-llama (built offline)", "resumed_from": sft.get("resumed_from"),
             "parameters": count_parameters(model), "sft_examples": len(examples), "sft": sft,
+            "prompt_contract": contract.to_dict(),
             "raw_reward_history": [], "log": [{"step": i + 1, "loss": v} for i, v in enumerate(sft.get("loss_history", []))]}
 
 
@@ -107,10 +116,12 @@ def rollouts_stage(spec: dict[str, Any], report: Reporter) -> dict[str, Any]:
     rewards have std <= eps are dropped, and the next chunk replaces them, until ``target_prompts``
     informative prompts are kept or the pool is exhausted.
     """
-    from srl_assets.models.tiny import generate, load_model
+    from srl_assets.models.tiny import load_model
     from srl_assets.reward_normalizer import make_normalizer
     from srl_assets.srl.dynamic_sampling import filter_informative_groups, group_std
-    from srl_assets.srl.step_reward import step_reward
+    from srl_assets.prompt_contract import render_prompt
+    from srl_assets.srl.step_grpo import line_break_ids, rollout_steps, step_text
+    from srl_assets.srl.step_reward import score_step
 
     cfg = spec["config"]
     n = int(cfg.get("num_generations", 4))
@@ -118,16 +129,20 @@ def rollouts_stage(spec: dict[str, Any], report: Reporter) -> dict[str, Any]:
     eps = float(cfg.get("dynamic_sampling_eps", 1e-3))
     pool = read_rows(spec["data"])  # {"task_id", "step_index", "prompt", "target"}, pre-shuffled
     model, tokenizer = load_model(spec["model_path"])
+    stop_ids = line_break_ids(tokenizer)
+    reward = cfg.get("reward", "difflib")
     normalizer = make_normalizer(cfg.get("normalizer", "group"))
     out: list[dict[str, Any]] = []
     kept = 0
     for start in range(0, len(pool), target):
         chunk = pool[start:start + max(1, target - kept)]
         prompts = [r["prompt"] for r in chunk for _ in range(n)]
-        completions = generate(model, tokenizer, prompts, max_new_tokens=int(cfg.get("max_completion_length", 96)),
-                               temperature=float(cfg.get("temperature", 0.7)), seed=int(cfg.get("seed", 0)) + start,
-                               batch_size=int(cfg.get("batch_size", 32)))
-        raw = [step_reward(c, chunk[i // n]["target"]) for i, c in enumerate(completions)]
+        ids = rollout_steps(model, tokenizer, [render_prompt(tokenizer, p) for p in prompts],
+                            int(cfg.get("max_completion_length", 160)),
+                            float(cfg.get("temperature", 1.0)), float(cfg.get("top_p", 1.0)),
+                            int(cfg.get("seed", 0)) + start, int(cfg.get("batch_size", 128)), stop_ids)
+        completions = tokenizer.batch_decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+        raw = [score_step(step_text(prompts[i], c), chunk[i // n]["target"], reward) for i, c in enumerate(completions)]
         normalized = normalizer.normalize(raw, n)
         groups = [raw[i:i + n] for i in range(0, len(raw), n)]
         informative = (set(filter_informative_groups(groups, eps)) if cfg.get("dynamic_sampling", True)
@@ -143,20 +158,20 @@ def rollouts_stage(spec: dict[str, Any], report: Reporter) -> dict[str, Any]:
     write_rows(Path(spec["out_dir"]) / "rollouts.jsonl", out)
     raw_all = [r["raw_reward"] for r in out]
     return {"stage": "rollouts", "prompts": len(out) // n, "rollouts": len(out), "informative_prompts": kept,
-            "normalizer": cfg.get("normalizer", "group"), "normalizer_stats": normalizer.stats(),
+            "reward": reward, "normalizer": cfg.get("normalizer", "group"), "normalizer_stats": normalizer.stats(),
             "raw_reward_mean": statistics.fmean(raw_all),
             "format_violation_rate": sum(r == -1.0 for r in raw_all) / len(raw_all)}
 
 
 @stage("srl")
 def srl_stage(spec: dict[str, Any], report: Reporter) -> dict[str, Any]:
-    from srl_assets.srl.srl_trainer import SRLTrainer
-    from srl_assets.training.configs import GRPOStageConfig
+    """Step-wise GRPO against the expert's steps (``srl_assets.srl.step_grpo``); rows: {prompt, target}."""
+    from srl_assets.srl.step_grpo import StepGRPOTrainer
+    from srl_assets.training.configs import StepSRLConfig
 
-    trainer = SRLTrainer(GRPOStageConfig.from_dict(spec["config"]))
+    trainer = StepGRPOTrainer(StepSRLConfig.from_dict(spec["config"]))
     return trainer.train(spec["model_path"], read_rows(spec["data"]), Path(spec["work_dir"]),
-                         Path(spec["out_dir"]), spec.get("report_to", []), report,
-                         run_name=f"srl-{spec['model_type']}")
+                         Path(spec["out_dir"]), report)
 
 
 @stage("rlvr")
@@ -199,3 +214,11 @@ def evaluate_stage(spec: dict[str, Any], report: Reporter) -> dict[str, Any]:
         records.extend(found)
     write_rows(Path(spec["out_dir"]) / "records.jsonl", [asdict(r) for r in records])
     return {"stage": "evaluate", "records": len(records)}
+
+
+@stage("compare")
+def compare_stage(spec: dict[str, Any], report: Reporter) -> dict[str, Any]:
+    """The recipe comparison (``srl_assets.training.recipes``): start + four recipes, evaluated paired."""
+    from srl_assets.training.recipes import run_comparison
+
+    return run_comparison(spec, _verifier(spec), report)

@@ -81,14 +81,15 @@ def _check_model_type(model_type: str) -> None:
 
 
 def preset_names(directory: Path = PRESETS_DIR) -> list[str]:
-    return sorted(p.stem for p in directory.glob("*.yaml"))
+    """srl_pipeline's presets (``compare_*.yaml`` configure the recipe comparison's job, not this one)."""
+    return sorted(p.stem for p in directory.glob("*.yaml") if not p.stem.startswith("compare_"))
 
 
 def load_preset(name: str, directory: Path = PRESETS_DIR) -> dict[str, Any]:
     """The run config in ``configs/<name>.yaml``; 422 naming the preset when there is no such file."""
     stem = name.removesuffix(".yaml")
     path = directory / f"{stem}.yaml"
-    if not _PRESET_NAME.match(stem) or not path.is_file():
+    if not _PRESET_NAME.match(stem) or not path.is_file() or stem not in preset_names(directory):
         raise BadParams(f"preset: unknown preset {name!r}; known: {', '.join(preset_names(directory))} "
                         f"(files in configs/)")
     config = yaml.safe_load(path.read_text()) or {}

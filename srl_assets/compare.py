@@ -1,0 +1,102 @@
+"""`make compare`: run the ``compare_recipes`` job (the ``recipe_comparison`` asset and its data) for every model type and print, per type, the
+held-out pass rates of the start and the four recipes (paired on the same tasks) and the two verdicts
+the project tracks: SRL-only against the start, SRL->RLVR against RLVR-only.
+
+Like `make demo`, runs are recorded in the Dagster instance under $DAGSTER_HOME (`make ui` shows them
+with lineage and the comparison's tables and plot); the console shows one line per stage and the
+final table, everything else goes to the run logs and ``$DAGSTER_HOME/logs/compare-<time>.log``.
+``--config`` takes a run-config preset (e.g. ``configs/compare_gpu_qwen.yaml``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from datetime import datetime
+
+import dagster as dg
+import yaml
+
+from srl_assets.demo import _console, run_partition
+from srl_assets.progress import ConsoleProgress
+
+ORDER = ("start", "sft", "rlvr", "srl", "srl_rlvr")
+
+
+def comparison_table(model_types: list[str], run_ids: dict[str, str]) -> tuple[list[str], dict[str, int]]:
+    """The Markdown table of each type's comparison from this invocation's runs; and the win counts."""
+    from resources.duckdb_store import DuckDBStore
+    from srl_assets.assets.recipes import HISTORY, PAIRWISE
+    from srl_assets.settings import duckdb_path
+
+    store = DuckDBStore(database=duckdb_path())
+    history, pairwise = store.read(HISTORY), store.read(PAIRWISE)
+    lines = ["| model type | start | SFT-only | RLVR-only | SRL-only | SRL→RLVR | SRL − start (p) | "
+             "SRL→RLVR − RLVR (p) | tasks |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    wins = {"srl_beats_start": 0, "srl_rlvr_beats_rlvr": 0}
+    for model_type in model_types:
+        rows = history[(history.model_type == model_type) & (history.comparison_id == run_ids[model_type])]
+        rate = rows.set_index("recipe").pass_rate.to_dict()
+        pairs = pairwise[(pairwise.model_type == model_type) & (pairwise.comparison_id == run_ids[model_type])]
+
+        def versus(a: str, b: str) -> str:
+            if a not in rate or b not in rate:
+                return "—"
+            p = pairs[(pairs.a == a) & (pairs.b == b)].mcnemar_p.iloc[0]
+            return f"{rate[a] - rate[b]:+.3f} ({p:.2g})"
+
+        wins["srl_beats_start"] += rate.get("srl", -1) > rate.get("start", 2)
+        wins["srl_rlvr_beats_rlvr"] += rate.get("srl_rlvr", -1) > rate.get("rlvr", 2)
+        cells = " | ".join(f"{rate[c]:.3f}" if c in rate else "—" for c in ORDER)
+        lines.append(f"| {model_type} | {cells} | {versus('srl', 'start')} | {versus('srl_rlvr', 'rlvr')} | "
+                     f"{int(rows.n_tasks.iloc[0])} |")
+    return lines, wins
+
+
+def main(argv: list[str] | None = None) -> int:
+    from srl_assets.domains import MODEL_TYPES
+    from srl_assets.settings import dagster_home
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model-types", nargs="*", default=list(MODEL_TYPES), choices=MODEL_TYPES)
+    parser.add_argument("--config", help="run-config YAML preset (see configs/)")
+    parser.add_argument("--verbose", action="store_true", help="every log line on the console too")
+    args = parser.parse_args(argv)
+    with open(args.config) if args.config else open(os.devnull) as fh:
+        run_config = yaml.safe_load(fh) or {}
+
+    log_path = dagster_home() / "logs" / f"compare-{datetime.now():%Y%m%d-%H%M%S}.log"
+    run_ids: dict[str, str] = {}
+    started = time.perf_counter()
+    with _console(log_path, args.verbose) as console:
+        from srl_assets.definitions import defs
+
+        job = defs.resolve_job_def("compare_recipes")
+        instance = dg.DagsterInstance.get()
+        progress = ConsoleProgress(console)
+        progress.message(f"[compare] {', '.join(args.model_types)}: one run each. Full logs: `make ui` and {log_path}")
+        for i, model_type in enumerate(args.model_types, 1):
+            progress.run_started(model_type, i, len(args.model_types))
+            t0 = time.perf_counter()
+            result = run_partition(job, instance, model_type, run_config, progress)
+            progress.run_finished(model_type, time.perf_counter() - t0, result.success, result.run_id)
+            if not result.success:
+                progress.message(f"[compare] {model_type} failed: see `make ui` (Runs → {result.run_id}) and {log_path}")
+                return 1
+            run_ids[model_type] = result.run_id
+    total = time.perf_counter() - started
+    lines, wins = comparison_table(args.model_types, run_ids)
+    n = len(args.model_types)
+    print("\nHeld-out verifier pass rate from one start (greedy, the same fresh tasks for every recipe; "
+          "p: exact McNemar):\n")
+    print("\n".join(lines))
+    print(f"\nSRL-only beats the start in {wins['srl_beats_start']} of {n}; SRL→RLVR beats RLVR-only in "
+          f"{wins['srl_rlvr_beats_rlvr']} of {n}. Total {total / 60:.1f} min. Browse it all with `make ui`.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
