@@ -45,7 +45,7 @@ class StartConfig(dg.Config):
     tiny: dict[str, int] = Field(default_factory=lambda: {"hidden_size": 64, "num_hidden_layers": 2,
                                                            "intermediate_size": 128},
                                  description="TinyModelConfig overrides (the demo's shape).")
-    sft_steps: int = Field(default=500, description="SFT steps on the start's own trajectories: enough to know "
+    sft_steps: int = Field(default=800, description="SFT steps on the start's own trajectories: enough to know "
                            "the domain's language and the output format, far from saturation (README, "
                            "Recipe comparison, says how this was chosen).")
     sft_lr: float = Field(default=3e-3, description="The start's SFT learning rate.")

@@ -174,7 +174,13 @@ class StepGRPOTrainer:
             texts = tokenizer.batch_decode(completions, skip_special_tokens=True, clean_up_tokenization_spaces=False)
             raw = [score_step(step_text(prompts[i], t), batch[i // n]["target"], cfg.reward)
                    for i, t in enumerate(texts)]
-            advantages = normalizer.normalize(raw, n)
+            normalized = normalizer.normalize(raw, n)
+            # Centre each group (a no-op for `group`; for `batch`/`running` it is what TRL does after them),
+            # then scale the below-average rollouts' advantages by negative_weight.
+            advantages = []
+            for g in range(0, len(normalized), n):
+                mean = statistics.fmean(normalized[g:g + n])
+                advantages += [a - mean if a >= mean else cfg.negative_weight * (a - mean) for a in normalized[g:g + n]]
             groups = [raw[g * n:(g + 1) * n] for g in range(per_step)]
             informative = [group_std(g) > cfg.dynamic_sampling_eps for g in groups]
             keep = [i for i in range(len(raw)) if informative[i // n] and completions[i]]

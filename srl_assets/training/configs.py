@@ -144,11 +144,16 @@ class StepSRLConfig:
                                                                         "line break (a final JSON spec is the longest step)."})
     temperature: float = field(default=1.0, metadata={"help": "Rollout sampling temperature (paper: 1.0)."})
     top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling of rollouts (1.0 = the full distribution)."})
-    reward: str = field(default="difflib", metadata={"help": "Registered step reward (srl_assets.srl.step_reward."
-                                                             "STEP_REWARDS): 'difflib' is the paper's 2M/T."})
+    reward: str = field(default="field", metadata={"help": "Registered step reward (srl_assets.srl.step_reward."
+                                                           "STEP_REWARDS): 'difflib' is the paper's 2M/T; 'field' "
+                                                           "(default) separates a wrong value from a right one "
+                                                           "(docs/step_rewards.md)."})
     normalizer: str = field(default="group", metadata={"help": "RewardNormalizer: group | batch | running | none."})
     dynamic_sampling_eps: float = field(default=1e-3, metadata={"help": "Groups whose reward std is at most this "
                                                                           "carry no signal and are left out of the loss."})
+    negative_weight: float = field(default=1.0, metadata={"help": "Weight of below-average rollouts' (negative) "
+                                                                     "advantages: 1.0 is GRPO; 0 reinforces only the "
+                                                                     "rollouts that beat their group."})
     beta: float = field(default=0.0, metadata={"help": "KL coefficient to the start (paper: 0)."})
     kl_controller: str = field(default="fixed", metadata={"help": "'fixed' or 'adaptive' (Ziegler et al. 2019)."})
     kl_target: float = field(default=0.05, metadata={"help": "Adaptive KL: target per-token KL."})
@@ -170,6 +175,8 @@ class StepSRLConfig:
                              f"got {self.num_generations}")
         if self.micro_batch_size < 0 or self.save_steps < 0:
             raise ValueError("StepSRLConfig.micro_batch_size and save_steps must be >= 0")
+        if not 0.0 <= self.negative_weight <= 1.0:
+            raise ValueError(f"StepSRLConfig.negative_weight must be in [0, 1], got {self.negative_weight}")
         if not (math.isfinite(self.learning_rate) and self.learning_rate > 0) or not self.temperature > 0:
             raise ValueError("StepSRLConfig.learning_rate and temperature must be > 0")
         if not 0 <= self.warmup_ratio < 1:

@@ -130,7 +130,7 @@ def rollouts_stage(spec: dict[str, Any], report: Reporter) -> dict[str, Any]:
     pool = read_rows(spec["data"])  # {"task_id", "step_index", "prompt", "target"}, pre-shuffled
     model, tokenizer = load_model(spec["model_path"])
     stop_ids = line_break_ids(tokenizer)
-    reward = cfg.get("reward", "difflib")
+    reward = cfg.get("reward", "field")
     normalizer = make_normalizer(cfg.get("normalizer", "group"))
     out: list[dict[str, Any]] = []
     kept = 0
