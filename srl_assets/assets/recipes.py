@@ -53,7 +53,7 @@ class StartConfig(dg.Config):
 
 
 class RecipeComparisonConfig(dg.Config):
-    start_trajectories: int = Field(default=80, description="Trajectories the common start is fine-tuned on "
+    start_trajectories: int = Field(default=160, description="Trajectories the common start is fine-tuned on "
                                     "(never shown to the recipes).")
     expert_trajectories: int = Field(default=80, description="Verified expert trajectories every recipe that "
                                      "uses them gets (SFT-only: whole; SRL: their step instances).")
