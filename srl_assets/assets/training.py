@@ -224,7 +224,8 @@ def srl_checkpoint(context: dg.AssetExecutionContext, config: SRLConfig, duckdb_
     if kept.empty:
         raise RuntimeError(f"{model_type}: no step instance to train SRL on (step_rows={config.step_rows!r}); "
                            "materialize more trajectories, lower base_model's sft_trajectories, or use 'all'")
-    rows = [{"prompt": r.prompt, "target": r.target} for r in kept.itertuples()]
+    rows = [{"prompt": r.prompt, "target": r.target, "last": int(r.step_index) == int(r.n_steps)}
+            for r in kept.itertuples()]
     stage_config = config.model_dump(exclude={"step_rows"})
     summary, child_meta, out_dir, work_dir = run_child(
         context, pipes_subprocess_client, training, wandb, "srl", rows, stage_config,

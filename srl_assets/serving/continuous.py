@@ -33,6 +33,7 @@ from typing import Any
 import torch
 
 from srl_assets.models.sampler import LlamaSampler, unsupported_reason
+from srl_assets.prompt_contract import render_prompt
 
 
 @dataclass
@@ -100,7 +101,9 @@ class ContinuousBatch:
         return not self.pending and not any(self.rows)
 
     def add(self, request: Any, prompts: list[str], max_new_tokens: int, temperature: float) -> None:
-        encoded = self.tokenizer(prompts, add_special_tokens=True)["input_ids"]
+        # What the model reads: the checkpoint's prompt contract (raw text, or its chat template), as generate().
+        encoded = self.tokenizer([render_prompt(self.tokenizer, p) for p in prompts],
+                                 add_special_tokens=True)["input_ids"]
         self._parts[request] = {"request": request, "texts": [None] * len(prompts),
                                     "in": [len(ids) for ids in encoded], "out": [0] * len(prompts),
                                     "left": len(prompts)}

@@ -35,6 +35,7 @@ def _serve(path: str, threads: int, slots: int, conn: Connection) -> None:
     torch.set_num_threads(threads)
     try:
         from srl_assets.models.tiny import generate, load_model
+        from srl_assets.prompt_contract import render_prompt
 
         model, tokenizer = load_model(path)
         from srl_assets.models.sampler import unsupported_reason
@@ -54,7 +55,7 @@ def _serve(path: str, threads: int, slots: int, conn: Connection) -> None:
             try:
                 texts = generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens, temperature=temperature,
                                  batch_size=max(1, min(len(prompts), slots)))
-                ins = [len(tokenizer(p)["input_ids"]) for p in prompts]
+                ins = [len(tokenizer(render_prompt(tokenizer, p))["input_ids"]) for p in prompts]
                 outs = [len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
                 conn.send(("done", rid, texts, ins, outs, {"steps": 0, "row_steps": 0, "max_rows": len(prompts)}))
             except Exception as exc:

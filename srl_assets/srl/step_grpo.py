@@ -40,6 +40,7 @@ from srl_assets.models.tiny import load_model, save_model
 from srl_assets.prompt_contract import render_prompt
 from srl_assets.reward_normalizer import make_normalizer
 from srl_assets.srl.dynamic_sampling import group_std
+from srl_assets.srl.step_reward import FORMAT_VIOLATION_REWARD
 from srl_assets.training.checkpoint_folders import numbered_checkpoints
 from srl_assets.training.configs import StepSRLConfig
 
@@ -67,6 +68,26 @@ def step_text(prompt: str, completion: str) -> str:
     """
     partial = prompt.rsplit("\n", 1)[-1]
     return (partial + completion.split("\n", 1)[0]).strip()
+
+
+def ends_right(ids: list[int], last: bool, eos_id: int | None, stop_ids: set[int]) -> bool:
+    """Whether a rollout ends as the expert's step does: the final step of a trajectory with EOS (a
+    line break there means the policy would write a step the expert never wrote), any other step with
+    a line break (EOS there ends the trajectory early). A rollout cut at the length limit is scored as
+    it is. Without this, SRL on the final step teaches a line break where evaluation needs EOS.
+
+    >>> [ends_right([5, 1], True, 1, {1, 2}), ends_right([5, 1], False, 1, {1, 2}), ends_right([5, 2], True, 1, {1, 2})]
+    [True, False, False]
+    >>> ends_right([5, 2], False, 1, {1, 2}), ends_right([5, 6], True, 1, {1, 2})
+    (True, True)
+    """
+    if not ids:
+        return True
+    if eos_id is not None and ids[-1] == eos_id:
+        return last
+    if ids[-1] in stop_ids:
+        return not last
+    return True
 
 
 def rollout_steps(model, tokenizer, prompts: list[str], max_new_tokens: int, temperature: float, top_p: float,
@@ -160,6 +181,7 @@ class StepGRPOTrainer:
             controller.load_state_dict(state["controller"])
             log, kl_history, start_step = state["log"], state["kl_history"], state["step"]
         stop_ids = line_break_ids(tokenizer)
+        stop_set = set(stop_ids)
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         n, per_step = cfg.num_generations, cfg.prompts_per_step
         started = time.perf_counter()
@@ -173,7 +195,9 @@ class StepGRPOTrainer:
                                         cfg.top_p, cfg.seed * 100_003 + step, cfg.rollout_batch_size, stop_ids)
             texts = tokenizer.batch_decode(completions, skip_special_tokens=True, clean_up_tokenization_spaces=False)
             raw = [score_step(step_text(prompts[i], t), batch[i // n]["target"], cfg.reward)
-                   for i, t in enumerate(texts)]
+                   if ends_right(completions[i], bool(batch[i // n].get("last", False)), tokenizer.eos_token_id,
+                                 stop_set)
+                   else FORMAT_VIOLATION_REWARD for i, t in enumerate(texts)]
             normalized = normalizer.normalize(raw, n)
             # Centre each group (a no-op for `group`; for `batch`/`running` it is what TRL does after them),
             # then scale the below-average rollouts' advantages by negative_weight.

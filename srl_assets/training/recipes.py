@@ -59,7 +59,7 @@ def comparison_rows(trajectories: list[dict[str, str]], lore_texts: list[str], s
              for t in expert]
     for t in expert:  # the evaluation prompt + expert steps 1..k-1 -> step k (srl_assets/prompts.py)
         rows += [{"kind": "step", "task_id": t["task_id"], "step_index": step.step_index, "prompt": step.prompt,
-                  "target": step.target}
+                  "target": step.target, "last": step.step_index == step.n_steps}
                  for step in build_step_instances(t["task_id"], t["task_text"], t["lore"], t["trajectory"],
                                                   show_next_title=False)]
     rows += [{"kind": "rl", "prompt": p, "task": task_column(task)} for task, p in rl]
@@ -156,7 +156,8 @@ def run_comparison(spec: dict[str, Any], verifier, report: Callable[[dict[str, A
     stage_done("start", "start")
 
     expert_sft = [{"prompt": r["prompt"], "completion": r["trajectory"]} for r in rows["expert"]]
-    step_rows = [{"prompt": r["prompt"], "target": r["target"]} for r in rows["step"]]
+    step_rows = [{"prompt": r["prompt"], "target": r["target"], "last": bool(r.get("last", False))}
+                 for r in rows["step"]]
     rl_rows = [{"prompt": r["prompt"], "task": r["task"]} for r in rows["rl"]]
 
     def sft(src: Path, dst: Path, steps: int) -> dict[str, Any]:
