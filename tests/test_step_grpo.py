@@ -7,7 +7,9 @@ import torch
 
 from srl_assets.models.tiny import TinyModelConfig, build_tiny_model, load_model, save_model, train_bpe_tokenizer
 from srl_assets.prompts import step_prompt, task_prompt
-from srl_assets.srl.step_grpo import STATE_FILE, StepGRPOTrainer, line_break_ids, rollout_steps, step_text, token_logprobs
+from srl_assets.srl.step_grpo import (STATE_FILE, StepGRPOTrainer, ends_right, group_advantages, line_break_ids,
+                                      rollout_steps, step_text,
+                                      token_logprobs)
 from srl_assets.training.configs import StepSRLConfig
 
 TINY = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 2,
@@ -199,3 +201,26 @@ def test_unknown_config_fields_are_named():
     with pytest.raises(ValueError, match=r"unknown SRL config fields \['max_completion_lenght'\]"):
         StepSRLConfig.from_dict({"max_completion_lenght": 80})
     assert StepSRLConfig.from_dict({"max_steps": 3}).max_steps == 3
+
+
+@pytest.mark.parametrize(("ids", "last", "right"), [
+    ([7, 1], True, True),     # the final step, then EOS: the trajectory ends where the expert's does
+    ([7, 2], True, False),    # the final step, then a line break: the policy would write a step too many
+    ([7, 1], False, False),   # EOS after a middle step: the trajectory would end early
+    ([7, 2], False, True),    # a middle step, then its line break
+    ([7, 7], True, True),     # cut at the length limit: scored as it is
+    ([], False, True),
+])
+def test_a_step_must_end_as_the_experts_does(ids, last, right):
+    assert ends_right(ids, last, eos_id=1, stop_ids={1, 2}) is right
+
+
+def test_negative_weight_outside_zero_one_is_refused():
+    with pytest.raises(ValueError, match=r"negative_weight must be in \[0, 1\], got 1.5"):
+        StepSRLConfig(negative_weight=1.5)
+
+
+def test_group_advantages_centre_each_group_and_scale_the_negative_side():
+    assert group_advantages([1.0, -1.0, 3.0, 1.0], 2) == [1.0, -1.0, 1.0, -1.0]
+    assert group_advantages([1.0, -1.0, 3.0, 1.0], 2, negative_weight=0.0) == [1.0, 0.0, 1.0, 0.0]
+    assert group_advantages([5.0, 5.0], 2) == [0.0, 0.0]  # a uniform group carries no signal

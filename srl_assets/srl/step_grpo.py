@@ -70,6 +70,21 @@ def step_text(prompt: str, completion: str) -> str:
     return (partial + completion.split("\n", 1)[0]).strip()
 
 
+def group_advantages(normalized: list[float], group_size: int, negative_weight: float = 1.0) -> list[float]:
+    """Each group centred on its mean (a no-op after the ``group`` normalizer; after ``batch`` or
+    ``running`` it is what TRL does after them), below-average rollouts scaled by ``negative_weight``.
+
+    >>> group_advantages([1.0, -1.0, 3.0, 1.0], 2, negative_weight=0.5)
+    [1.0, -0.5, 1.0, -0.5]
+    """
+    out: list[float] = []
+    for g in range(0, len(normalized), group_size):
+        group = normalized[g:g + group_size]
+        mean = statistics.fmean(group)
+        out += [a - mean if a >= mean else negative_weight * (a - mean) for a in group]
+    return out
+
+
 def ends_right(ids: list[int], last: bool, eos_id: int | None, stop_ids: set[int]) -> bool:
     """Whether a rollout ends as the expert's step does: the final step of a trajectory with EOS (a
     line break there means the policy would write a step the expert never wrote), any other step with
@@ -167,8 +182,6 @@ class StepGRPOTrainer:
             reference.eval().requires_grad_(False)
         optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=0.0)
         warmup = round(cfg.warmup_ratio * cfg.max_steps)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0)
         controller: KLController = cfg.make_kl_controller()
         normalizer = make_normalizer(cfg.normalizer)
         log: list[dict[str, Any]] = []
@@ -177,7 +190,6 @@ class StepGRPOTrainer:
         if resumed_from:
             state = json.loads((Path(resumed_from) / STATE_FILE).read_text())
             optimizer.load_state_dict(torch.load(Path(resumed_from) / "optimizer.pt", weights_only=True))
-            scheduler.load_state_dict(state["scheduler"])
             controller.load_state_dict(state["controller"])
             log, kl_history, start_step = state["log"], state["kl_history"], state["step"]
         stop_ids = line_break_ids(tokenizer)
@@ -198,23 +210,20 @@ class StepGRPOTrainer:
                    if ends_right(completions[i], bool(batch[i // n].get("last", False)), tokenizer.eos_token_id,
                                  stop_set)
                    else FORMAT_VIOLATION_REWARD for i, t in enumerate(texts)]
-            normalized = normalizer.normalize(raw, n)
-            # Centre each group (a no-op for `group`; for `batch`/`running` it is what TRL does after them),
-            # then scale the below-average rollouts' advantages by negative_weight.
-            advantages = []
-            for g in range(0, len(normalized), n):
-                mean = statistics.fmean(normalized[g:g + n])
-                advantages += [a - mean if a >= mean else cfg.negative_weight * (a - mean) for a in normalized[g:g + n]]
+            advantages = group_advantages(normalizer.normalize(raw, n), n, cfg.negative_weight)
             groups = [raw[g * n:(g + 1) * n] for g in range(per_step)]
             informative = [group_std(g) > cfg.dynamic_sampling_eps for g in groups]
             keep = [i for i in range(len(raw)) if informative[i // n] and completions[i]]
             loss_value, kl_value = 0.0, 0.0
+            # Linear warmup indexed by the step, so a resumed run and a step without an update keep the schedule.
+            lr = cfg.learning_rate * (min(1.0, (step + 1) / warmup) if warmup else 1.0)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
             if keep:
                 prompt_ids = [tokenizer(rendered[i], add_special_tokens=True)["input_ids"] for i in keep]
                 loss_value, kl_value = self._update(model, reference, optimizer, prompt_ids,
                                                     [completions[i] for i in keep],
                                                     [advantages[i] for i in keep], pad_id, controller.value)
-            scheduler.step()
             if cfg.beta > 0:
                 controller.update(kl_value, len(raw))
                 kl_history.append({"step": step + 1, "kl": kl_value, "beta": controller.value})
@@ -224,13 +233,13 @@ class StepGRPOTrainer:
                    "exact_step_rate": sum(r >= 1.0 for r in raw) / len(raw),
                    "format_violation_rate": sum(r < 0 for r in raw) / len(raw),
                    "informative_groups": sum(informative), "loss": loss_value, "kl": kl_value, "tokens": tokens,
-                   "learning_rate": scheduler.get_last_lr()[0]}
+                   "learning_rate": lr}
             log.append(row)
             report(row)
             if step + 1 == cfg.max_steps or (step + 1) * 20 // cfg.max_steps > step * 20 // cfg.max_steps:
                 report({"event": "progress", "step": step + 1, "total": cfg.max_steps, "what": "SRL steps"})
             if cfg.save_steps and (step + 1) % cfg.save_steps == 0 and step + 1 < cfg.max_steps:
-                self._save(model, tokenizer, optimizer, scheduler, controller, log, kl_history, step + 1, trainer_dir)
+                self._save(model, tokenizer, optimizer, controller, log, kl_history, step + 1, trainer_dir)
         save_model(model, tokenizer, out_dir)
         raw_history = [r["raw_reward_mean"] for r in log]
         return {"stage": "srl", "trainer": "step_grpo", "config": asdict(cfg), "resumed_from": resumed_from,
@@ -281,14 +290,14 @@ class StepGRPOTrainer:
         optimizer.step()
         return loss_sum, kl_sum / total_tokens
 
-    def _save(self, model, tokenizer, optimizer, scheduler, controller, log, kl_history, step: int,
+    def _save(self, model, tokenizer, optimizer, controller, log, kl_history, step: int,
               folder: Path) -> None:
         final = folder / f"checkpoint-{step}"
         tmp = folder / f"checkpoint-{step}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         save_model(model, tokenizer, tmp)
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-        (tmp / STATE_FILE).write_text(json.dumps({"step": step, "scheduler": scheduler.state_dict(),
+        (tmp / STATE_FILE).write_text(json.dumps({"step": step,
                                                   "controller": controller.state_dict(), "log": log,
                                                   "kl_history": kl_history}))
         shutil.rmtree(final, ignore_errors=True)
