@@ -278,7 +278,7 @@ def test_grpo_datasets_get_rendered_prompts(tmp_path, model, tokenizer, monkeypa
         built.update(kwargs)
         raise Stop
 
-    monkeypatch.setattr(rlvr_trainer, "GRPOTrainer", capture)
+    monkeypatch.setattr(rlvr_trainer, "FastRolloutGRPOTrainer", capture)
     save_model(model, _chat(tokenizer), tmp_path / "start")
     inputs = rlvr_trainer.RLVRInputs(model_path=str(tmp_path / "start"), rows=[{"prompt": PROMPT, "task": "{}"}],
                                      verifier=None, work_dir=tmp_path / "w", out_dir=tmp_path / "o", report_to=[])

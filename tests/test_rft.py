@@ -99,7 +99,9 @@ def test_fine_tunes_on_exactly_the_samples_that_pass_the_verifier(tmp_path, monk
     assert summary["rounds"] == [{"round": 0, "samples": 4, "tasks": 2, "kept": 1, "sample_pass_rate": 0.5,
                                   "format_violation_rate": 0.0,  # a wrong value is not a format failure
                                   "sample_score_mean": pytest.approx((2.0 + 2 * bad_score) / 4), "final_loss": 0.5,
-                                  "steps": 2}]  # ten passes over one sample in batches of 8: 2 of the 3 steps
+                                  "steps": 2,  # ten passes over one sample in batches of 8: 2 of the 3 steps
+                                  "generated_tokens": summary["rounds"][0]["generated_tokens"]}]
+    assert summary["rounds"][0]["generated_tokens"] >= 4  # every sample wrote at least one token
     assert summary["raw_reward_history"] == [summary["rounds"][0]["sample_score_mean"]]
 
 
