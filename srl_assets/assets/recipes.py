@@ -22,7 +22,7 @@ from resources.rules import RulesResource
 from resources.training import TrainingResource
 from resources.wandb_resource import WandbResource
 from srl_assets.assets.lineage import lineage_metadata, read_table
-from srl_assets.assets.training import SRLStageConfig, TRAINING_RETRY, _RFTForRLVR
+from srl_assets.assets.training import ModelSourceConfig, SRLStageConfig, TRAINING_RETRY, _RFTForRLVR
 from srl_assets.assets.training_support import png_markdown, publish_checkpoint, run_child
 from srl_assets.collaboration.lore_retriever import policy_prompts
 from srl_assets.dynamic_example_generator import DynamicExampleGenerator
@@ -38,13 +38,7 @@ HISTORY, PAIRWISE = "recipe_comparison_history", "recipe_comparison_pairwise"
 LABELS = {"start": "start", "sft": "SFT-only", "rlvr": "RLVR-only", "srl": "SRL-only", "srl_rlvr": "SRL→RLVR"}
 
 
-class StartConfig(dg.Config):
-    model_name_or_path: str | None = Field(default=None, description="A Hugging Face causal LM to start from; "
-                                           "empty = the tiny Llama built offline, like base_model's.")
-    vocab_size: int = Field(default=1024, description="BPE vocabulary of the tiny default.")
-    tiny: dict[str, int] = Field(default_factory=lambda: {"hidden_size": 64, "num_hidden_layers": 2,
-                                                           "intermediate_size": 128},
-                                 description="TinyModelConfig overrides (the demo's shape).")
+class StartConfig(ModelSourceConfig):
     sft_steps: int = Field(default=800, description="SFT steps on the start's own trajectories: enough to know "
                            "the domain's language and the output format, far from saturation (README, "
                            "Recipe comparison, says how this was chosen).")

@@ -40,13 +40,18 @@ TRAINING_RETRY = dg.RetryPolicy(max_retries=2, delay=5)
 CODE_VERSION = "1"
 
 
-class BaseModelConfig(dg.Config):
+class ModelSourceConfig(dg.Config):
+    """Where a starting model comes from: base_model's and the recipe comparison's start."""
+
     model_name_or_path: str | None = Field(default=None, description="Any Hugging Face causal LM (folder or "
                                            "hub name); empty = the tiny Llama built offline from the corpus.")
     vocab_size: int = Field(default=1024, description="BPE vocabulary of the tiny default.")
     tiny: dict[str, int] = Field(default_factory=lambda: {"hidden_size": 64, "num_hidden_layers": 2,
                                                            "intermediate_size": 128},
                                  description="TinyModelConfig overrides (the demo's 0.13M-parameter shape).")
+
+
+class BaseModelConfig(ModelSourceConfig):
     sft_trajectories: int = Field(default=160, description="Expert trajectories in the warm-start slice.")
     sft_step_fraction: float = Field(default=0.0, description="Step instances (the evaluation prompt + the expert's "
                                      "steps 1..k-1 -> step k, SRL's format) added per slice trajectory; each is a "
