@@ -14,13 +14,10 @@ import argparse
 import os
 import sys
 import time
-from datetime import datetime
 
-import dagster as dg
 import yaml
 
-from srl_assets.demo import _console, run_partition
-from srl_assets.progress import ConsoleProgress
+from srl_assets.demo import run_each
 
 ORDER = ("start", "sft", "rlvr", "srl", "srl_rlvr")
 
@@ -58,7 +55,6 @@ def comparison_table(model_types: list[str], run_ids: dict[str, str]) -> tuple[l
 
 def main(argv: list[str] | None = None) -> int:
     from srl_assets.domains import MODEL_TYPES
-    from srl_assets.settings import dagster_home
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model-types", nargs="*", default=list(MODEL_TYPES), choices=MODEL_TYPES)
@@ -68,25 +64,11 @@ def main(argv: list[str] | None = None) -> int:
     with open(args.config) if args.config else open(os.devnull) as fh:
         run_config = yaml.safe_load(fh) or {}
 
-    log_path = dagster_home() / "logs" / f"compare-{datetime.now():%Y%m%d-%H%M%S}.log"
-    run_ids: dict[str, str] = {}
     started = time.perf_counter()
-    with _console(log_path, args.verbose) as console:
-        from srl_assets.definitions import defs
-
-        job = defs.resolve_job_def("compare_recipes")
-        instance = dg.DagsterInstance.get()
-        progress = ConsoleProgress(console)
-        progress.message(f"[compare] {', '.join(args.model_types)}: one run each. Full logs: `make ui` and {log_path}")
-        for i, model_type in enumerate(args.model_types, 1):
-            progress.run_started(model_type, i, len(args.model_types))
-            t0 = time.perf_counter()
-            result = run_partition(job, instance, model_type, run_config, progress)
-            progress.run_finished(model_type, time.perf_counter() - t0, result.success, result.run_id)
-            if not result.success:
-                progress.message(f"[compare] {model_type} failed: see `make ui` (Runs → {result.run_id}) and {log_path}")
-                return 1
-            run_ids[model_type] = result.run_id
+    runs = run_each("compare_recipes", "compare", args.model_types, run_config, args.verbose)
+    if runs is None:
+        return 1
+    run_ids = {model_type: run_id for model_type, (_, run_id) in runs.items()}
     total = time.perf_counter() - started
     lines, wins = comparison_table(args.model_types, run_ids)
     n = len(args.model_types)

@@ -127,6 +127,37 @@ def run_partition(job: dg.JobDefinition, instance: dg.DagsterInstance, model_typ
                                   asset_selection=asset_selection)
 
 
+def run_each(job_name: str, name: str, model_types: list[str], run_config: dict[str, Any], verbose: bool,
+             asset_selection: list[dg.AssetKey] | None = None) -> dict[str, tuple[float, str]] | None:
+    """One run of ``job_name`` per model type, one after another, drawn on the console (everything else
+    goes to ``$DAGSTER_HOME/logs/<name>-<time>.log``); {model type: (seconds, run id)}, or None once a
+    run failed (the console says where its logs are)."""
+    from srl_assets.settings import dagster_home
+
+    log_path = dagster_home() / "logs" / f"{name}-{datetime.now():%Y%m%d-%H%M%S}.log"
+    runs: dict[str, tuple[float, str]] = {}
+    with _console(log_path, verbose) as console:
+        # Loaded here so that what the code location prints while loading goes to the log too.
+        from srl_assets.definitions import defs
+
+        job = defs.resolve_job_def(job_name)
+        instance = dg.DagsterInstance.get()
+        progress = ConsoleProgress(console)
+        progress.message(f"[{name}] {', '.join(model_types)}: one run each. Full logs: `make ui` (a run's "
+                         f"event log and stdout/stderr) and {log_path}")
+        for i, model_type in enumerate(model_types, 1):
+            progress.run_started(model_type, i, len(model_types))
+            t0 = time.perf_counter()
+            result = run_partition(job, instance, model_type, run_config, progress, asset_selection)
+            runs[model_type] = (time.perf_counter() - t0, result.run_id)
+            progress.run_finished(model_type, runs[model_type][0], result.success, result.run_id)
+            if not result.success:
+                progress.message(f"[{name}] {model_type} failed: the run's logs are in `make ui` (Runs → "
+                                 f"{result.run_id}) and in {log_path}")
+                return None
+    return runs
+
+
 def pass_rate_table(model_types: list[str], timings: dict[str, float]) -> tuple[list[str], int]:
     """The Markdown table of the latest report's pass rates per model type; and how many RLVR wins."""
     from resources.duckdb_store import DuckDBStore
@@ -148,7 +179,6 @@ def pass_rate_table(model_types: list[str], timings: dict[str, float]) -> tuple[
 
 def main(argv: list[str] | None = None) -> int:
     from srl_assets.domains import MODEL_TYPES
-    from srl_assets.settings import dagster_home
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model-types", nargs="*", default=list(MODEL_TYPES), choices=MODEL_TYPES)
@@ -163,28 +193,11 @@ def main(argv: list[str] | None = None) -> int:
         run_config = yaml.safe_load(fh) or {}
     selection = [dg.AssetKey(a) for a in args.assets] if args.assets else None
 
-    log_path = dagster_home() / "logs" / f"demo-{datetime.now():%Y%m%d-%H%M%S}.log"
-    timings: dict[str, float] = {}
     started = time.perf_counter()
-    with _console(log_path, args.verbose) as console:
-        # Loaded here so that what the code location prints while loading goes to the log too.
-        from srl_assets.definitions import defs
-
-        job = defs.resolve_job_def("srl_pipeline")
-        instance = dg.DagsterInstance.get()
-        progress = ConsoleProgress(console)
-        progress.message(f"[demo] {', '.join(args.model_types)}: one run each. Full logs: `make ui` (a run's "
-                         f"event log and stdout/stderr) and {log_path}")
-        for i, model_type in enumerate(args.model_types, 1):
-            progress.run_started(model_type, i, len(args.model_types))
-            t0 = time.perf_counter()
-            result = run_partition(job, instance, model_type, run_config, progress, selection)
-            timings[model_type] = time.perf_counter() - t0
-            progress.run_finished(model_type, timings[model_type], result.success, result.run_id)
-            if not result.success:
-                progress.message(f"[demo] {model_type} failed: the run's logs are in `make ui` (Runs → "
-                                 f"{result.run_id}) and in {log_path}")
-                return 1
+    runs = run_each("srl_pipeline", "demo", args.model_types, run_config, args.verbose, selection)
+    if runs is None:
+        return 1
+    timings = {model_type: seconds for model_type, (seconds, _) in runs.items()}
     total = time.perf_counter() - started
     if selection is not None and dg.AssetKey("performance_report") not in selection:
         print(f"\nMaterialized {', '.join(args.assets)} in {total / 60:.1f} min. Browse it all with `make ui`.")
