@@ -141,7 +141,8 @@ def run_comparison(spec: dict[str, Any], verifier, report: Callable[[dict[str, A
         else:
             tokenizer = train_bpe_tokenizer([r["text"] for r in rows["corpus"]],
                                             vocab_size=int(start_cfg.get("vocab_size", 1024)))
-            model = build_tiny_model(tokenizer, TinyModelConfig(vocab_size=len(tokenizer), **start_cfg.get("tiny", {})))
+            model = build_tiny_model(tokenizer, TinyModelConfig(vocab_size=len(tokenizer), **start_cfg.get("tiny", {})),
+                                     seed=seed)  # seeded: the same config gives the same start
         steps = int(start_cfg.get("sft_steps", 400))
         result = warm_start_sft(model, tokenizer, [{"prompt": r["prompt"], "completion": r["completion"]}
                                                    for r in rows["start"]],
