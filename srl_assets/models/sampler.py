@@ -128,8 +128,13 @@ class LlamaSampler:
         self.rotary = model.model.rotary_emb
         inner = model.model
         self.embed = inner.embed_tokens.weight
-        # Each RMSNorm's weight is folded into the rows of the matmul that follows it.
-        self.w_lm = (inner.norm.weight[:, None] * model.lm_head.weight.t()).contiguous()   # (hidden, vocab)
+        hidden = self.embed.shape[1]
+        # RMSNorm(h) = h / sqrt(mean(h^2) + eps) = sqrt(n) * h / sqrt(sum(h^2) + n * eps): `_normed` takes
+        # the sum (``mean`` on CPU is a sum, a division and two scalar copies) and sqrt(n) joins each norm's
+        # weight, folded into the rows of the matmul that follows it.
+        self.n_eps = hidden * self.eps
+        root_n = hidden ** 0.5
+        self.w_lm = (root_n * inner.norm.weight[:, None] * model.lm_head.weight.t()).contiguous()  # (hidden, vocab)
         rot = _rotate_half_matrix(self.head_dim, self.embed.dtype, self.embed.device)
         self.layers = []
         for layer in inner.layers:
@@ -139,17 +144,18 @@ class LlamaSampler:
             wq_rot = (wq.reshape(-1, self.heads, self.head_dim) @ rot).reshape(wq.shape)
             wk_rot = (wk.reshape(-1, self.kv_heads, self.head_dim) @ rot).reshape(wk.shape)
             self.layers.append(_Layer(
-                w_qkv=layer.input_layernorm.weight[:, None] * torch.cat([wq, wk, wv, wq_rot, wk_rot], dim=1),
+                w_qkv=root_n * layer.input_layernorm.weight[:, None] * torch.cat(
+                    [wq, wk, wv, wq_rot, wk_rot], dim=1),
                 w_o=att.o_proj.weight.t().contiguous(),
-                w_gate_up=layer.post_attention_layernorm.weight[:, None] * torch.cat(
+                w_gate_up=root_n * layer.post_attention_layernorm.weight[:, None] * torch.cat(
                     [mlp.gate_proj.weight.t(), mlp.up_proj.weight.t()], dim=1),
                 w_down=mlp.down_proj.weight.t().contiguous()))
         self.inter = self.layers[0].w_down.shape[0] if self.layers else 0
 
     def _normed(self, h: torch.Tensor) -> torch.Tensor:
-        """LlamaRMSNorm without its weight (folded into the next matmul). Not ``F.rms_norm``: on CPU that
-        is the same five ops plus two dtype copies."""
-        return h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True).add_(self.eps))
+        """LlamaRMSNorm without its weight and without sqrt(hidden) (both folded into the next matmul).
+        Not ``F.rms_norm``: on CPU that is the same ops plus two dtype copies."""
+        return h * (h * h).sum(-1, keepdim=True).add_(self.n_eps).rsqrt_()
 
     def forward(self, ids: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache_k: list[torch.Tensor],
                 cache_v: list[torch.Tensor], start: int, mask: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,47 @@
+"""`make compare`'s console table (srl_assets/compare.py): each type's row is read from this
+invocation's comparison (not an older one of the same type), the verdicts count strict wins only, and a
+recipe left out of the run shows as a dash instead of failing the table."""
+
+import pandas as pd
+import pytest
+
+from resources.duckdb_store import DuckDBStore
+from srl_assets.assets.recipes import HISTORY, PAIRWISE
+from srl_assets.compare import comparison_table
+
+
+def _write(store: DuckDBStore, model_type: str, comparison_id: str, rates: dict[str, float],
+           p: dict[tuple[str, str], float]) -> None:
+    store.append(HISTORY, pd.DataFrame([{"model_type": model_type, "comparison_id": comparison_id, "recipe": r,
+                                         "pass_rate": v, "n_tasks": 200} for r, v in rates.items()]))
+    store.append(PAIRWISE, pd.DataFrame([{"model_type": model_type, "comparison_id": comparison_id, "a": a, "b": b,
+                                          "mcnemar_p": v} for (a, b), v in p.items()]))
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    path = tmp_path / "srl.duckdb"
+    monkeypatch.setenv("SRL_DUCKDB_PATH", str(path))
+    return DuckDBStore(database=str(path))
+
+
+def test_rows_come_from_this_runs_comparisons_and_wins_are_strict(store):
+    full = {("srl", "start"): 0.04, ("srl_rlvr", "rlvr"): 0.5}
+    # An older plant comparison where SRL won: the table must not read it.
+    _write(store, "plant", "old", {"start": 0.1, "sft": 0.1, "rlvr": 0.1, "srl": 0.9, "srl_rlvr": 0.9}, full)
+    _write(store, "plant", "new", {"start": 0.2, "sft": 0.3, "rlvr": 0.25, "srl": 0.3, "srl_rlvr": 0.25}, full)
+    _write(store, "tree", "t1", {"start": 0.1, "sft": 0.2, "rlvr": 0.3, "srl": 0.1, "srl_rlvr": 0.35}, full)
+
+    lines, wins = comparison_table(["plant", "tree"], {"plant": "new", "tree": "t1"})
+
+    assert lines[2] == "| plant | 0.200 | 0.300 | 0.250 | 0.300 | 0.250 | +0.100 (0.04) | +0.000 (0.5) | 200 |"
+    assert lines[3].startswith("| tree | 0.100 | 0.200 | 0.300 | 0.100 | 0.350 | +0.000 (0.04) | +0.050 (0.5) |")
+    # plant: SRL beats the start, SRL->RLVR only ties RLVR; tree: SRL ties the start, SRL->RLVR wins.
+    assert wins == {"srl_beats_start": 1, "srl_rlvr_beats_rlvr": 1}
+
+
+def test_a_recipe_left_out_shows_a_dash_and_counts_as_no_win(store):
+    _write(store, "plant", "c", {"start": 0.2, "sft": 0.3}, {("sft", "start"): 0.3})
+    lines, wins = comparison_table(["plant"], {"plant": "c"})
+    assert lines[2] == "| plant | 0.200 | 0.300 | — | — | — | — | — | 200 |"
+    assert wins == {"srl_beats_start": 0, "srl_rlvr_beats_rlvr": 0}
