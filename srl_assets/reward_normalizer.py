@@ -84,6 +84,15 @@ class RewardNormalizer(ABC):
         """Mean, std and count of the raw rewards of the last `normalize` call."""
         return dict(self._last)
 
+    def state_dict(self) -> dict[str, float]:
+        """What a resumed run needs to normalize the next batch as an uninterrupted one would: nothing,
+        unless the normalizer carries moments across calls (``running``)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, float]) -> None:
+        if state:
+            raise ValueError(f"{type(self).__name__} keeps no state across calls, got {sorted(state)}")
+
 
 @register_normalizer("none")
 class NoNormalizer(RewardNormalizer):
@@ -138,6 +147,15 @@ class RunningNormalizer(RewardNormalizer):
             self.mean += delta / self.count
             self._m2 += delta * (r - self.mean)
         return [(r - self.mean) / (self.std + self.eps) for r in rewards]
+
+    def state_dict(self) -> dict[str, float]:
+        return {"count": self.count, "mean": self.mean, "m2": self._m2}
+
+    def load_state_dict(self, state: dict[str, float]) -> None:
+        missing = {"count", "mean", "m2"} - set(state)
+        if missing:
+            raise ValueError(f"running normalizer state lacks {sorted(missing)}")
+        self.count, self.mean, self._m2 = int(state["count"]), float(state["mean"]), float(state["m2"])
 
     def stats(self) -> dict[str, float]:
         """The last batch's stats plus running_mean, running_std and running_count."""

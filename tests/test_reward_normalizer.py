@@ -1,6 +1,7 @@
 """RewardNormalizer: each registered mode on hand-computed numbers."""
 
 import doctest
+import json
 import math
 
 import pytest
@@ -96,3 +97,19 @@ def test_eps_must_be_positive():
 
 def test_doctests():
     assert doctest.testmod(reward_normalizer).failed == 0
+
+
+def test_running_state_round_trips_and_others_keep_none():
+    seen = make_normalizer("running", eps=EPS)
+    seen.normalize([0.0, 2.0], group_size=1)
+    resumed = make_normalizer("running", eps=EPS)
+    resumed.load_state_dict(json.loads(json.dumps(seen.state_dict())))  # as srl_state.json stores it
+    assert resumed.normalize([4.0], group_size=1) == seen.normalize([4.0], group_size=1)
+    assert resumed.stats() == seen.stats()
+    with pytest.raises(ValueError, match=r"lacks \['m2'\]"):
+        make_normalizer("running").load_state_dict({"count": 2, "mean": 1.0})
+    group = make_normalizer("group")
+    assert group.state_dict() == {}
+    group.load_state_dict({})
+    with pytest.raises(ValueError, match="GroupNormalizer keeps no state"):
+        group.load_state_dict({"count": 2})

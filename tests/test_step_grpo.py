@@ -141,8 +141,9 @@ def test_groups_whose_rewards_all_agree_change_nothing(tiny_path, tmp_path, monk
     assert all(torch.equal(before[k], after[k]) for k in before)
 
 
-def test_an_interrupted_run_resumes_to_max_steps_with_the_same_prompts(tiny_path, tmp_path):
-    config = StepSRLConfig(**SMALL)
+@pytest.mark.parametrize("normalizer", ["group", "running"])
+def test_an_interrupted_run_resumes_to_max_steps_with_the_same_prompts(tiny_path, tmp_path, normalizer):
+    config = StepSRLConfig(**{**SMALL, "normalizer": normalizer})
     trainer = StepGRPOTrainer(config)
     # The step's prompts depend on the step alone: each pass over the rows is a seeded permutation.
     first = [trainer._prompts_for(s, ROWS) for s in range(6)]
@@ -170,6 +171,10 @@ def test_an_interrupted_run_resumes_to_max_steps_with_the_same_prompts(tiny_path
     assert [r["raw_reward_mean"] for r in resumed["log"]] == [r["raw_reward_mean"] for r in straight["log"]]
     assert [r["tokens"] for r in resumed["log"]] == [r["tokens"] for r in straight["log"]]
     assert resumed["generated_tokens"] == straight["generated_tokens"]
+    # A `running` normalizer resumes with the moments of every reward before the interruption.
+    assert resumed["normalizer_stats"] == straight["normalizer_stats"]
+    before, after = _weights(tmp_path / "straight_out"), _weights(tmp_path / "out")
+    assert all(torch.equal(before[k], after[k]) for k in before)
 
 
 def test_rows_without_a_target_step_are_refused_by_index(tiny_path, tmp_path):

@@ -191,6 +191,8 @@ class StepGRPOTrainer:
             state = json.loads((Path(resumed_from) / STATE_FILE).read_text())
             optimizer.load_state_dict(torch.load(Path(resumed_from) / "optimizer.pt", weights_only=True))
             controller.load_state_dict(state["controller"])
+            if "normalizer" in state:  # a `running` normalizer's moments (absent in older checkpoints)
+                normalizer.load_state_dict(state["normalizer"])
             log, kl_history, start_step = state["log"], state["kl_history"], state["step"]
         stop_ids = line_break_ids(tokenizer)
         stop_set = set(stop_ids)
@@ -239,7 +241,8 @@ class StepGRPOTrainer:
             if step + 1 == cfg.max_steps or (step + 1) * 20 // cfg.max_steps > step * 20 // cfg.max_steps:
                 report({"event": "progress", "step": step + 1, "total": cfg.max_steps, "what": "SRL steps"})
             if cfg.save_steps and (step + 1) % cfg.save_steps == 0 and step + 1 < cfg.max_steps:
-                self._save(model, tokenizer, optimizer, controller, log, kl_history, step + 1, trainer_dir)
+                self._save(model, tokenizer, optimizer, controller, normalizer, log, kl_history, step + 1,
+                           trainer_dir)
         save_model(model, tokenizer, out_dir)
         raw_history = [r["raw_reward_mean"] for r in log]
         return {"stage": "srl", "trainer": "step_grpo", "config": asdict(cfg), "resumed_from": resumed_from,
@@ -290,7 +293,7 @@ class StepGRPOTrainer:
         optimizer.step()
         return loss_sum, kl_sum / total_tokens
 
-    def _save(self, model, tokenizer, optimizer, controller, log, kl_history, step: int,
+    def _save(self, model, tokenizer, optimizer, controller, normalizer, log, kl_history, step: int,
               folder: Path) -> None:
         final = folder / f"checkpoint-{step}"
         tmp = folder / f"checkpoint-{step}.tmp"
@@ -298,7 +301,8 @@ class StepGRPOTrainer:
         save_model(model, tokenizer, tmp)
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
         (tmp / STATE_FILE).write_text(json.dumps({"step": step,
-                                                  "controller": controller.state_dict(), "log": log,
+                                                  "controller": controller.state_dict(),
+                                                  "normalizer": normalizer.state_dict(), "log": log,
                                                   "kl_history": kl_history}))
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
