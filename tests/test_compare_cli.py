@@ -1,13 +1,14 @@
-"""`make compare`'s console table (srl_assets/compare.py): each type's row is read from this
-invocation's comparison (not an older one of the same type), the verdicts count strict wins only, and a
-recipe left out of the run shows as a dash instead of failing the table."""
+"""`make compare` (srl_assets/compare.py): its console table reads each type's row from this invocation's
+comparison (not an older one of the same type), the verdicts count strict wins only, and a recipe left out
+of the run shows as a dash instead of failing the table; its runs draw the same tasks every time unless the
+preset says otherwise."""
 
 import pandas as pd
 import pytest
 
 from resources.duckdb_store import DuckDBStore
 from srl_assets.assets.recipes import HISTORY, PAIRWISE
-from srl_assets.compare import comparison_table
+from srl_assets.compare import TASK_SEED, comparison_table, with_fixed_draw
 
 
 def _write(store: DuckDBStore, model_type: str, comparison_id: str, rates: dict[str, float],
@@ -45,3 +46,24 @@ def test_a_recipe_left_out_shows_a_dash_and_counts_as_no_win(store):
     lines, wins = comparison_table(["plant"], {"plant": "c"})
     assert lines[2] == "| plant | 0.200 | 0.300 | — | — | — | — | — | 200 |"
     assert wins == {"srl_beats_start": 0, "srl_rlvr_beats_rlvr": 0}
+
+
+def test_the_task_draw_is_fixed_unless_the_preset_sets_one():
+    assert with_fixed_draw({})["ops"]["task_examples"]["config"] == {"seed": TASK_SEED}
+    preset = {"ops": {"task_examples": {"config": {"seed": 7, "n_train": 300}},
+                      "recipe_comparison": {"config": {"budget_steps": 10}}}, "execution": {}}
+    merged = with_fixed_draw(preset)
+    assert merged["ops"]["task_examples"]["config"] == {"seed": 7, "n_train": 300}
+    assert merged["ops"]["recipe_comparison"] == preset["ops"]["recipe_comparison"] and "execution" in merged
+    kept = {"ops": {"task_examples": {"config": {"n_train": 300}}}}
+    assert with_fixed_draw(kept)["ops"]["task_examples"]["config"] == {"n_train": 300, "seed": TASK_SEED}
+    assert kept == {"ops": {"task_examples": {"config": {"n_train": 300}}}}  # the caller's dict is not changed
+
+
+def test_the_fixed_draw_is_a_valid_run_config_of_the_job():
+    import dagster as dg
+
+    from srl_assets.definitions import defs
+
+    job = defs.resolve_job_def("compare_recipes")
+    assert dg.validate_run_config(job, with_fixed_draw({}))
