@@ -98,8 +98,7 @@ def _publish(tmp: Path, final: Path, info: dict[str, Any]) -> None:
 def run_comparison(spec: dict[str, Any], verifier, report: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
     """Train the start and the four recipes, evaluate all five; returns the summary (records in out_dir)."""
     from srl_assets.models.sft import warm_start_sft
-    from srl_assets.models.tiny import (TinyModelConfig, build_tiny_model, load_model, save_model,
-                                        train_bpe_tokenizer)
+    from srl_assets.models.tiny import load_model, model_from_source, save_model
     from srl_assets.performance.evaluation import evaluate_checkpoint
     from srl_assets.rlvr.rft_trainer import RFTTrainer
     from srl_assets.rlvr.verifier_reward import parse_task_column
@@ -135,14 +134,7 @@ def run_comparison(spec: dict[str, Any], verifier, report: Callable[[dict[str, A
     if not info["start"]:
         t0 = time.perf_counter()
         start_cfg = cfg.get("start", {})
-        source = start_cfg.get("model_name_or_path")
-        if source:
-            model, tokenizer = load_model(source)
-        else:
-            tokenizer = train_bpe_tokenizer([r["text"] for r in rows["corpus"]],
-                                            vocab_size=int(start_cfg.get("vocab_size", 1024)))
-            model = build_tiny_model(tokenizer, TinyModelConfig(vocab_size=len(tokenizer), **start_cfg.get("tiny", {})),
-                                     seed=seed)  # seeded: the same config gives the same start
+        model, tokenizer = model_from_source(start_cfg, [r["text"] for r in rows["corpus"]], seed=seed)
         steps = int(start_cfg.get("sft_steps", 400))
         result = warm_start_sft(model, tokenizer, [{"prompt": r["prompt"], "completion": r["completion"]}
                                                    for r in rows["start"]],

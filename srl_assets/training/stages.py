@@ -67,8 +67,7 @@ def base_stage(spec: dict[str, Any], report: Reporter) -> dict[str, Any]:
     ``srl_assets.prompt_contract``); the SFT rows and every later stage follow it.
     """
     from srl_assets.models.sft import warm_start_sft
-    from srl_assets.models.tiny import (TinyModelConfig, build_tiny_model, count_parameters, load_model,
-                                        save_model, train_bpe_tokenizer)
+    from srl_assets.models.tiny import count_parameters, model_from_source, save_model
     from srl_assets.prompt_contract import attach, decide, parse_setting
 
     cfg = dict(spec["config"])
@@ -77,14 +76,7 @@ def base_stage(spec: dict[str, Any], report: Reporter) -> dict[str, Any]:
     corpus = [r["text"] for r in rows if r["kind"] == "corpus"]
     examples = [{"prompt": r["prompt"], "completion": r["completion"]} for r in rows if r["kind"] == "sft"]
     source = cfg.get("model_name_or_path")
-    if source:
-        model, tokenizer = load_model(source)
-    else:
-        tokenizer = train_bpe_tokenizer(corpus, vocab_size=int(cfg.get("vocab_size", 1024)))
-        # Seeded: the same config gives the same start (an unseeded init moved a recipe comparison's start
-        # from 0.485 to 0.225 between two runs).
-        model = build_tiny_model(tokenizer, TinyModelConfig(vocab_size=len(tokenizer), **cfg.get("tiny", {})),
-                                 seed=int(cfg.get("seed", 0)))
+    model, tokenizer = model_from_source(cfg, corpus, seed=int(cfg.get("seed", 0)))
     contract = decide(chat_template, tokenizer, source or None)
     attach(tokenizer, contract)  # save_model writes it into the checkpoint; later stages read it from there
     sft: dict[str, Any] = {"steps": 0}
