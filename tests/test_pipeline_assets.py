@@ -30,7 +30,8 @@ RUN_CONFIG = {"ops": {
     # A 3-step model writes no valid step yet (every reward is -1): keep every prompt here.
     "normalized_rewards": {"config": {"target_prompts": 4, "num_generations": 3, "max_completion_length": 16,
                                       "temperature": 1.0, "dynamic_sampling": False}},
-    "srl_checkpoint": {"config": {**GRPO, "step_rows": "all"}},  # the base SFT'd on all 8: none unseen
+    # the base SFT'd on all 8: none unseen; one of each pair of SRL's group is the expert's step
+    "srl_checkpoint": {"config": {**GRPO, "step_rows": "all", "expert_samples": 1}},
     # The default algorithm (rft) in two rounds of one step; the two-process test runs grpo.
     "rlvr_checkpoint": {"config": {"n_tasks": 8, "n_validation_tasks": 3,
                                    "grpo": {**GRPO, "max_completion_length": 32, "eval_steps": 1},
@@ -149,5 +150,6 @@ def test_whole_chain_with_two_training_processes_per_stage(tmp_path, monkeypatch
     summaries = {stage: json.loads((tmp_path / "checkpoints" / key / "summary.json").read_text())
                  for stage, key in zip(catalog.stage, catalog.key)}
     # SRL's step-wise GRPO is the project's own single-process loop (srl_assets/training/processes.py).
-    assert summaries["srl"]["processes"] == 1 and summaries["srl"]["rollouts_per_step"] == 2 * 2
+    # Its rollouts: 2 prompts x (2 generations - 1 expert step per group).
+    assert summaries["srl"]["processes"] == 1 and summaries["srl"]["rollouts_per_step"] == 2 * (2 - 1)
     assert summaries["rlvr"]["processes"] == 2 and summaries["base"]["sft"]["examples_per_step"] == 4

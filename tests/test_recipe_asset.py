@@ -20,7 +20,8 @@ TINY = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "nu
 COMPARE = {"start_trajectories": 3, "expert_trajectories": 3, "budget_steps": 2, "n_rl_tasks": 2,
            "n_eval_tasks": 4, "max_new_tokens": 16, "sft_batch_size": 2,
            "start": {"tiny": TINY, "vocab_size": 300, "sft_steps": 2, "sft_batch_size": 2},
-           "srl": {"prompts_per_step": 2, "num_generations": 2, "max_completion_length": 12, "save_steps": 0},
+           "srl": {"prompts_per_step": 2, "num_generations": 2, "expert_samples": 1, "max_completion_length": 12,
+                   "save_steps": 0},
            "rlvr": {"prompts_per_round": 2, "samples_per_prompt": 2, "max_new_tokens": 16, "min_score": 0.0,
                     "batch_size": 2}}
 

@@ -7,9 +7,8 @@ import torch
 
 from srl_assets.models.tiny import TinyModelConfig, build_tiny_model, load_model, save_model, train_bpe_tokenizer
 from srl_assets.prompts import step_prompt, task_prompt
-from srl_assets.srl.step_grpo import (STATE_FILE, StepGRPOTrainer, ends_right, group_advantages, line_break_ids,
-                                      rollout_steps, step_text,
-                                      token_logprobs)
+from srl_assets.srl.step_grpo import (STATE_FILE, StepGRPOTrainer, ends_right, expert_completion, group_advantages,
+                                      line_break_ids, rollout_steps, step_text, token_logprobs)
 from srl_assets.training.configs import StepSRLConfig
 
 TINY = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 2,
@@ -196,6 +195,8 @@ def test_rows_without_a_target_step_are_refused_by_index(tiny_path, tmp_path):
     ({"kl_controller": "adaptive", "beta": 0.0}, r"kl_controller 'adaptive' needs beta > 0"),
     ({"save_steps": -1}, r"save_steps must be >= 0"),
     ({"learning_rate": 0.0}, r"learning_rate and temperature must be > 0"),
+    ({"expert_samples": 8}, r"expert_samples must be an integer in \[0, num_generations - 1\].*got 8"),
+    ({"expert_samples": -1}, r"expert_samples must be an integer in \[0, num_generations - 1\].*got -1"),
 ])
 def test_config_errors_name_the_field(values, named):
     with pytest.raises(ValueError, match=named):
@@ -229,3 +230,61 @@ def test_group_advantages_centre_each_group_and_scale_the_negative_side():
     assert group_advantages([1.0, -1.0, 3.0, 1.0], 2) == [1.0, -1.0, 1.0, -1.0]
     assert group_advantages([1.0, -1.0, 3.0, 1.0], 2, negative_weight=0.0) == [1.0, 0.0, 1.0, 0.0]
     assert group_advantages([5.0, 5.0], 2) == [0.0, 0.0]  # a uniform group carries no signal
+
+
+@pytest.mark.parametrize("title", [None, "Soil"])
+def test_the_expert_step_is_written_as_the_rollout_that_would_produce_it(tiny_path, title):
+    _, tokenizer = load_model(tiny_path)
+    stops = set(line_break_ids(tokenizer))
+    prompt = step_prompt("plant an oak", LORE, STEPS[:1], title)
+    ids = expert_completion(tokenizer, prompt, STEPS[1], last=False)
+    text = tokenizer.decode(ids)
+    assert text.endswith("\n") and step_text(prompt, text) == STEPS[1]
+    assert ends_right(ids, False, tokenizer.eos_token_id, stops) and not any(t in stops for t in ids[:-1])
+    last = expert_completion(tokenizer, step_prompt("plant an oak", LORE, STEPS[:2], None), STEPS[2], last=True)
+    assert last[-1] == tokenizer.eos_token_id and ends_right(last, True, tokenizer.eos_token_id, stops)
+    assert step_text("", tokenizer.decode(last, skip_special_tokens=True)) == STEPS[2]
+
+
+def test_an_expert_step_that_does_not_continue_the_prompt_is_refused(tiny_path):
+    _, tokenizer = load_model(tiny_path)
+    with pytest.raises(ValueError, match=r"does not continue the prompt's last line '2. \*\*Soil\*\*'"):
+        expert_completion(tokenizer, step_prompt("t", LORE, STEPS[:1], "Soil"), "2. **Water** more", last=False)
+
+
+def _target_logp(path, rows):
+    model, tokenizer = load_model(path)
+    prompts = [tokenizer(r["prompt"], add_special_tokens=True)["input_ids"] for r in rows]
+    targets = [expert_completion(tokenizer, r["prompt"], r["target"], False) for r in rows]
+    return sum(_logp_sum(model, prompts, targets, tokenizer.pad_token_id))
+
+
+@pytest.mark.parametrize("expert_samples", [0, 1])
+def test_expert_samples_put_the_experts_step_in_each_group(tiny_path, tmp_path, monkeypatch, expert_samples):
+    """Only an exact step earns a reward (and no ending is penalised); the untrained tiny model never samples
+    one. On-policy SRL then has
+    no signal and leaves the weights alone; with the expert's step in each group it has one, and the
+    expert's steps become likelier. The policy samples num_generations - expert_samples rollouts per prompt."""
+    import srl_assets.srl.step_grpo as step_grpo
+    import srl_assets.srl.step_reward as step_reward
+
+    monkeypatch.setattr(step_reward, "score_step", lambda step, expert, reward: float(step == expert))
+    monkeypatch.setattr(step_grpo, "ends_right", lambda *args: True)  # no format penalty: the reward alone
+    sampled = []
+    real_rollouts = step_grpo.rollout_steps
+
+    def counting(model, tokenizer, prompts, *args):
+        sampled.append(len(prompts))
+        return real_rollouts(model, tokenizer, prompts, *args)
+
+    monkeypatch.setattr(step_grpo, "rollout_steps", counting)
+    config = StepSRLConfig(**{**SMALL, "num_generations": 3, "expert_samples": expert_samples, "save_steps": 0})
+    summary = StepGRPOTrainer(config).train(tiny_path, ROWS, tmp_path / "work", tmp_path / "out")
+    assert sampled == [2 * (3 - expert_samples)] * 4 and summary["rollouts_per_step"] == 2 * (3 - expert_samples)
+    assert all(r["exact_step_rate"] == 0.0 for r in summary["log"])  # the policy's own rollouts only
+    before, after = _target_logp(tiny_path, ROWS), _target_logp(tmp_path / "out", ROWS)
+    if expert_samples:
+        assert all(r["informative_groups"] == 2 and r["expert_advantage_mean"] > 0 for r in summary["log"])
+        assert after > before + 1.0, (before, after)
+    else:
+        assert all(r["informative_groups"] == 0 for r in summary["log"]) and after == before

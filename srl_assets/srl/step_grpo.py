@@ -10,6 +10,13 @@ left out (dynamic sampling on the reward's spread, as the method notes ask), and
 token-level policy-gradient step on the rest (GRPO with one update per batch, so PPO's ratio is 1 and
 its clip never binds; an optional KL penalty to the start, the paper's is 0).
 
+With ``expert_samples`` > 0, that many members of each group are the expert's own step k instead of a
+rollout (off-policy guidance as in LUFFY, Yan et al. 2025, arXiv 2504.14945): scored like any rollout,
+it earns a positive advantage exactly when the policy's own rollouts fall short of it, so the update
+raises its likelihood where the policy is wrong and leaves a step the policy already writes alone (a
+group that all agrees carries no signal). It is the on-policy gradient of its log-probability (no importance weight: LUFFY's
+policy shaping is not applied). 0 is the paper's on-policy SRL.
+
 Why not TRL's ``GRPOTrainer`` (which the RLVR GRPO stage uses): it ends a completion only at EOS,
 so a step that ends at a line break would be trained together with whatever the policy writes after
 it, and it samples with HF ``generate``; here rollouts go through the project's sampler
@@ -68,6 +75,23 @@ def step_text(prompt: str, completion: str) -> str:
     """
     partial = prompt.rsplit("\n", 1)[-1]
     return (partial + completion.split("\n", 1)[0]).strip()
+
+
+def expert_completion(tokenizer, prompt: str, target: str, last: bool) -> list[int]:
+    """The token ids the policy would write to produce the expert's ``target`` step after ``prompt``:
+    the rest of the prompt's unfinished last line (a shown title) and the step, ending as a rollout
+    must (``ends_right``): a line break, or EOS after a trajectory's final step."""
+    partial = prompt.rsplit("\n", 1)[-1]
+    if not target.startswith(partial):
+        raise ValueError(f"SRL row: the expert step {target[:60]!r} does not continue the prompt's last "
+                         f"line {partial[:60]!r}, so it cannot be written as a rollout of that prompt")
+    text = target[len(partial):]
+    ids = tokenizer(text if last else text + "\n", add_special_tokens=False)["input_ids"]
+    if last and tokenizer.eos_token_id is not None:
+        ids = ids + [tokenizer.eos_token_id]
+    if not ids:
+        raise ValueError(f"SRL row: the expert step after {partial[:60]!r} is empty")
+    return ids
 
 
 def group_advantages(normalized: list[float], group_size: int, negative_weight: float = 1.0) -> list[float]:
@@ -198,6 +222,8 @@ class StepGRPOTrainer:
         stop_set = set(stop_ids)
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         n, per_step = cfg.num_generations, cfg.prompts_per_step
+        m = n - cfg.expert_samples  # rollouts per prompt; the group's other members are the expert's step
+        is_expert = [i % n >= m for i in range(per_step * n)]
         started = time.perf_counter()
         generated_tokens = sum(int(r.get("tokens", 0)) for r in log)
         for step in range(start_step, cfg.max_steps):
@@ -205,8 +231,15 @@ class StepGRPOTrainer:
             prompts = [r["prompt"] for r in batch for _ in range(n)]
             # What the model reads: the checkpoint's prompt contract (raw text, or its chat template).
             rendered = [render_prompt(tokenizer, p) for p in prompts]
-            completions = rollout_steps(model, tokenizer, rendered, cfg.max_completion_length, cfg.temperature,
-                                        cfg.top_p, cfg.seed * 100_003 + step, cfg.rollout_batch_size, stop_ids)
+            sampled = rollout_steps(model, tokenizer, [p for i, p in enumerate(rendered) if not is_expert[i]],
+                                    cfg.max_completion_length, cfg.temperature, cfg.top_p,
+                                    cfg.seed * 100_003 + step, cfg.rollout_batch_size, stop_ids)
+            completions = []
+            for g, r in enumerate(batch):
+                completions += sampled[g * m:(g + 1) * m]
+                if cfg.expert_samples:
+                    expert = expert_completion(tokenizer, r["prompt"], r["target"], bool(r.get("last", False)))
+                    completions += [expert] * cfg.expert_samples
             texts = tokenizer.batch_decode(completions, skip_special_tokens=True, clean_up_tokenization_spaces=False)
             raw = [score_step(step_text(prompts[i], t), batch[i // n]["target"], cfg.reward)
                    if ends_right(completions[i], bool(batch[i // n].get("last", False)), tokenizer.eos_token_id,
@@ -229,13 +262,17 @@ class StepGRPOTrainer:
             if cfg.beta > 0:
                 controller.update(kl_value, len(raw))
                 kl_history.append({"step": step + 1, "kl": kl_value, "beta": controller.value})
-            tokens = sum(len(c) for c in completions)
+            tokens = sum(len(c) for c in sampled)
             generated_tokens += tokens
-            row = {"step": step + 1, "raw_reward_mean": statistics.fmean(raw),
-                   "exact_step_rate": sum(r >= 1.0 for r in raw) / len(raw),
-                   "format_violation_rate": sum(r < 0 for r in raw) / len(raw),
+            own = [r for i, r in enumerate(raw) if not is_expert[i]]  # the policy's rollouts only
+            row = {"step": step + 1, "raw_reward_mean": statistics.fmean(own),
+                   "exact_step_rate": sum(r >= 1.0 for r in own) / len(own),
+                   "format_violation_rate": sum(r < 0 for r in own) / len(own),
                    "informative_groups": sum(informative), "loss": loss_value, "kl": kl_value, "tokens": tokens,
                    "learning_rate": lr}
+            if cfg.expert_samples:
+                guided = [advantages[i] for i in keep if is_expert[i]]
+                row["expert_advantage_mean"] = statistics.fmean(guided) if guided else 0.0
             log.append(row)
             report(row)
             if step + 1 == cfg.max_steps or (step + 1) * 20 // cfg.max_steps > step * 20 // cfg.max_steps:
@@ -246,7 +283,7 @@ class StepGRPOTrainer:
         save_model(model, tokenizer, out_dir)
         raw_history = [r["raw_reward_mean"] for r in log]
         return {"stage": "srl", "trainer": "step_grpo", "config": asdict(cfg), "resumed_from": resumed_from,
-                "steps": len(log), "processes": 1, "rollouts_per_step": per_step * n, "log": log,
+                "steps": len(log), "processes": 1, "rollouts_per_step": per_step * m, "log": log,
                 "kl_history": kl_history, "final_beta": controller.value if cfg.beta > 0 else 0.0,
                 "raw_reward_history": raw_history, "normalizer_stats": normalizer.stats(),
                 "generated_tokens": generated_tokens, "train_seconds": round(time.perf_counter() - started, 2),

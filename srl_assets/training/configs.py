@@ -149,6 +149,10 @@ class StepSRLConfig:
                                                            "(default) separates a wrong value from a right one "
                                                            "(docs/step_rewards.md)."})
     normalizer: str = field(default="group", metadata={"help": "RewardNormalizer: group | batch | running | none."})
+    expert_samples: int = field(default=0, metadata={"help": "How many of each group's num_generations are the "
+                                                          "expert's own step instead of a rollout (off-policy "
+                                                          "guidance, LUFFY: Yan et al. 2025, arXiv 2504.14945): "
+                                                          "0 is the paper's on-policy SRL (docs/experiments.md)."})
     dynamic_sampling_eps: float = field(default=1e-3, metadata={"help": "Groups whose reward std is at most this "
                                                                           "carry no signal and are left out of the loss."})
     negative_weight: float = field(default=1.0, metadata={"help": "Weight of below-average rollouts' (negative) "
@@ -175,6 +179,9 @@ class StepSRLConfig:
                              f"got {self.num_generations}")
         if self.micro_batch_size < 0 or self.save_steps < 0:
             raise ValueError("StepSRLConfig.micro_batch_size and save_steps must be >= 0")
+        if not (isinstance(self.expert_samples, int) and 0 <= self.expert_samples < self.num_generations):
+            raise ValueError(f"StepSRLConfig.expert_samples must be an integer in [0, num_generations - 1] "
+                             f"(a group needs at least one rollout), got {self.expert_samples!r}")
         if not 0.0 <= self.negative_weight <= 1.0:
             raise ValueError(f"StepSRLConfig.negative_weight must be in [0, 1], got {self.negative_weight}")
         if not (math.isfinite(self.learning_rate) and self.learning_rate > 0) or not self.temperature > 0:
