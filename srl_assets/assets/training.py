@@ -91,8 +91,8 @@ class NormalizedRewardsConfig(dg.Config):
 # 20 steps in the demo: on this model more SRL steps did not raise the held-out pass rate (docs/experiments.md,
 # "Why SRL does not beat its start here"); the time goes to the base's SFT, which did.
 # expert_samples 2 (2 of each group's 8 members are the expert's step): from `make compare`'s starts, SRL-only
-# moved from below the start in 7 of 7 types (0 of 7 above it) to above it in 3 of 7, and gained on the
-# paper's on-policy SRL (expert_samples 0) in 6 of 7 types (docs/experiments.md, "Expert steps in SRL's groups").
+# moved from above the start in 0 of 7 types to 3 of 7, and scored above the paper's on-policy SRL
+# (expert_samples 0) in 5 of 7 types, level in 1 (docs/experiments.md, "Expert steps in SRL's groups").
 SRL_DEFAULTS: dict[str, Any] = {"learning_rate": 1e-4, "temperature": 0.7, "reward": "field", "max_steps": 20,
                                 "expert_samples": 2}
 SRLStageConfig = config_from_dataclass(StepSRLConfig, "SRLStageConfig", defaults=SRL_DEFAULTS)
