@@ -7,6 +7,7 @@ import pytest
 import yaml
 
 from srl_assets.definitions import defs
+from srl_assets.domains import MODEL_TYPES
 
 PRESETS = sorted((Path(__file__).parent.parent / "configs").glob("*.yaml"))
 
@@ -56,6 +57,17 @@ def test_preset_passes_the_trainers_own_checks(preset):
     compare = RecipeComparisonConfig(**ops.get("recipe_comparison", {}).get("config", {}))
     StepSRLConfig.from_dict(compare.srl.model_dump())
     RFTConfig(**compare.rlvr.model_dump())
+    for model_type in MODEL_TYPES:  # every type's start length resolves (a misspelt type fails here)
+        compare.start.steps_for(model_type)
+
+
+def test_gpu_compare_preset_starts_every_type_the_same():
+    """The tiny default's per-type start lengths are not meant for a pretrained model: the GPU preset clears them."""
+    from srl_assets.assets.recipes import RecipeComparisonConfig
+
+    ops = _run_config(Path(__file__).parent.parent / "configs" / "compare_gpu_qwen.yaml")["ops"]
+    compare = RecipeComparisonConfig(**ops["recipe_comparison"]["config"])
+    assert {compare.start.steps_for(t) for t in MODEL_TYPES} == {compare.start.sft_steps}
 
 
 def test_gpu_qwen_renders_prompts_through_the_chat_template():

@@ -45,7 +45,9 @@ def _run(tmp_path, compare_config, n_train=8):
 
 
 def test_recipe_comparison_reports_paired_results_and_publishes_every_model(tmp_path):
-    result, resources = _run(tmp_path, COMPARE)
+    # plant's own start length overrides sft_steps (2); another type's entry does not touch plant's
+    start = {**COMPARE["start"], "sft_steps_by_type": {"plant": 3, "tree": 1}}
+    result, resources = _run(tmp_path, {**COMPARE, "start": start})
     assert result.success
     meta = {m.asset_key.path[-1]: m.materialization.metadata for m in result.get_asset_materialization_events()}
     md = meta["recipe_comparison"]
@@ -63,7 +65,7 @@ def test_recipe_comparison_reports_paired_results_and_publishes_every_model(tmp_
     assert sorted(history.recipe) == sorted(["start", "sft", "rlvr", "srl", "srl_rlvr"])
     assert history.comparison_id.nunique() == 1 and set(history.n_tasks) == {4}
     steps = history.set_index("recipe").steps.to_dict()
-    assert steps["start"] == 2 and steps["sft"] == 2 and steps["srl"] == 2
+    assert steps["start"] == 3 and steps["sft"] == 2 and steps["srl"] == 2
     assert steps["srl_rlvr"] <= 2 and steps["rlvr"] <= 2  # RFT: at most the budget (fewer when little is kept)
     pairwise = store.read(PAIRWISE, "plant")
     assert len(pairwise) == 5 * 4  # every ordered pair
@@ -84,6 +86,29 @@ def test_too_few_trajectories_fail_with_the_counts(tmp_path):
     while error.cause is not None:
         error = error.cause
     assert "needs 5 start + 5 expert trajectories = 10, but only" in error.message
+
+
+def test_start_steps_by_type_names_a_model_type_or_fails_before_training(tmp_path):
+    start = {**COMPARE["start"], "sft_steps_by_type": {"plantt": 3}}
+    result, resources = _run(tmp_path, {**COMPARE, "start": start})
+    assert not result.success
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    error = failure.step_failure_data.error
+    while error.cause is not None:
+        error = error.cause
+    assert "sft_steps_by_type names unknown model types ['plantt']" in error.message
+    assert not (tmp_path / "work").exists() or not any((tmp_path / "work").rglob("spec.json"))  # no child ran
+
+
+def test_start_steps_per_type_override_only_the_types_listed():
+    from srl_assets.assets.recipes import START_STEPS_BY_TYPE, StartConfig
+
+    config = StartConfig(sft_steps=800, sft_steps_by_type={"personality": 1600})
+    assert config.steps_for("personality") == 1600 and config.steps_for("plant") == 800
+    assert StartConfig(sft_steps=100, sft_steps_by_type={}).steps_for("personality") == 100
+    assert StartConfig().sft_steps_by_type == START_STEPS_BY_TYPE  # the tiny default's measured starts
+    with pytest.raises(ValueError, match="must be >= 0, got -1"):
+        StartConfig(sft_steps_by_type={"plant": -1}).steps_for("plant")
 
 
 def test_compare_job_selects_the_data_it_needs():

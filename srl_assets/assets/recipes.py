@@ -25,6 +25,7 @@ from srl_assets.assets.lineage import lineage_metadata, read_table
 from srl_assets.assets.training import ModelSourceConfig, SRLStageConfig, TRAINING_RETRY, _RFTForRLVR
 from srl_assets.assets.training_support import png_markdown, publish_checkpoint, run_child
 from srl_assets.collaboration.lore_retriever import policy_prompts
+from srl_assets.domains import MODEL_TYPES
 from srl_assets.dynamic_example_generator import DynamicExampleGenerator
 from srl_assets.partitions import model_type_partitions
 from srl_assets.performance.performance_tracker import EvalRecord
@@ -38,10 +39,35 @@ HISTORY, PAIRWISE = "recipe_comparison_history", "recipe_comparison_pairwise"
 LABELS = {"start": "start", "sft": "SFT-only", "rlvr": "RLVR-only", "srl": "SRL-only", "srl_rlvr": "SRL→RLVR"}
 
 
+# SFT steps of the tiny default's start for the types where 800 leaves no room. Rule: 800 steps unless the
+# start then passes fewer than 10% of the held-out tasks (a recipe cannot show an effect on a start that
+# passes nothing, and RLVR keeps almost no samples from it); then 1600. Measured (200 tasks, make compare's
+# draw), 800 -> 1600 steps: personality 0.015 -> 0.160, building 0.025 -> 0.375, animal 0.065 -> 0.180 (tree
+# 0.115 -> 0.225 and sound 0.135 -> 0.245 stay at 800; facial 0.415, plant 0.365 at 800). docs/experiments.md,
+# "A start per model type".
+START_STEPS_BY_TYPE: dict[str, int] = {"personality": 1600, "building": 1600, "animal": 1600}
+
+
 class StartConfig(ModelSourceConfig):
     sft_steps: int = Field(default=800, description="SFT steps on the start's own trajectories: enough to know "
                            "the domain's language and the output format, far from saturation (README, "
                            "Recipe comparison, says how this was chosen).")
+    sft_steps_by_type: dict[str, int] = Field(
+        default_factory=lambda: dict(START_STEPS_BY_TYPE),
+        description="SFT steps for the model types listed, overriding sft_steps for them (the tiny default's "
+                    "measured per-type starts; {} = sft_steps for every type, as a pretrained start wants).")
+
+    def steps_for(self, model_type: str) -> int:
+        """The start's SFT steps for ``model_type``; a clear error for a key that names no model type."""
+        unknown = sorted(set(self.sft_steps_by_type) - set(MODEL_TYPES))
+        if unknown:
+            raise ValueError(f"recipe_comparison.start.sft_steps_by_type names unknown model types {unknown}; "
+                             f"known: {list(MODEL_TYPES)}")
+        steps = self.sft_steps_by_type.get(model_type, self.sft_steps)
+        if steps < 0:
+            raise ValueError(f"recipe_comparison.start.sft_steps{'_by_type' if model_type in self.sft_steps_by_type else ''}"
+                             f" for {model_type} must be >= 0, got {steps}")
+        return steps
     sft_lr: float = Field(default=3e-3, description="The start's SFT learning rate.")
     sft_batch_size: int = Field(default=8, description="The start's SFT batch size.")
 
@@ -92,6 +118,7 @@ def recipe_comparison(context: dg.AssetExecutionContext, config: RecipeCompariso
                       rules_resource: RulesResource, checkpoint_store: CheckpointStore, training: TrainingResource,
                       wandb: WandbResource, pipes_subprocess_client: dg.PipesSubprocessClient) -> dg.MaterializeResult:
     model_type = context.partition_key
+    start_steps = config.start.steps_for(model_type)
     domain, rules = rules_resource.load(model_type)
     trajs, trajs_up = read_table(context, duckdb_store, "trajectories")
     trajs = trajs.sort_values("task_id")
@@ -108,6 +135,8 @@ def recipe_comparison(context: dg.AssetExecutionContext, config: RecipeCompariso
     child_config = {**config.model_dump(exclude={"n_rl_tasks", "n_eval_tasks", "eval_seed", "rl_seed",
                                                  "start_trajectories", "expert_trajectories", "max_new_tokens"}),
                     "evaluate": {"max_new_tokens": config.max_new_tokens}}
+    child_config["start"] = {**{k: v for k, v in child_config["start"].items() if k != "sft_steps_by_type"},
+                             "sft_steps": start_steps}
     summary, child_meta, out_dir, work_dir = run_child(
         context, pipes_subprocess_client, training, wandb, "compare", rows, child_config,
         {"rules": rules.version, "trajectories": trajs_up.data_version}, rules_dir=rules_resource.rules_dir)
