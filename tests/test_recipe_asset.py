@@ -44,6 +44,15 @@ def _run(tmp_path, compare_config, n_train=8):
     return result, resources
 
 
+def _root_error(result) -> str:
+    """The message of the innermost cause of the run's first step failure."""
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    error = failure.step_failure_data.error
+    while error.cause is not None:
+        error = error.cause
+    return error.message
+
+
 def test_recipe_comparison_reports_paired_results_and_publishes_every_model(tmp_path):
     # plant's own start length overrides sft_steps (2); another type's entry does not touch plant's
     start = {**COMPARE["start"], "sft_steps_by_type": {"plant": 3, "tree": 1}}
@@ -81,22 +90,14 @@ def test_recipe_comparison_reports_paired_results_and_publishes_every_model(tmp_
 def test_too_few_trajectories_fail_with_the_counts(tmp_path):
     result, _ = _run(tmp_path, {**COMPARE, "start_trajectories": 5, "expert_trajectories": 5}, n_train=6)
     assert not result.success
-    failure = next(e for e in result.all_events if e.is_step_failure)
-    error = failure.step_failure_data.error
-    while error.cause is not None:
-        error = error.cause
-    assert "needs 5 start + 5 expert trajectories = 10, but only" in error.message
+    assert "needs 5 start + 5 expert trajectories = 10, but only" in _root_error(result)
 
 
 def test_start_steps_by_type_names_a_model_type_or_fails_before_training(tmp_path):
     start = {**COMPARE["start"], "sft_steps_by_type": {"plantt": 3}}
     result, resources = _run(tmp_path, {**COMPARE, "start": start})
     assert not result.success
-    failure = next(e for e in result.all_events if e.is_step_failure)
-    error = failure.step_failure_data.error
-    while error.cause is not None:
-        error = error.cause
-    assert "sft_steps_by_type names unknown model types ['plantt']" in error.message
+    assert "sft_steps_by_type names unknown model types ['plantt']" in _root_error(result)
     assert not (tmp_path / "work").exists() or not any((tmp_path / "work").rglob("spec.json"))  # no child ran
 
 

@@ -56,6 +56,8 @@ class StartConfig(ModelSourceConfig):
         default_factory=lambda: dict(START_STEPS_BY_TYPE),
         description="SFT steps for the model types listed, overriding sft_steps for them (the tiny default's "
                     "measured per-type starts; {} = sft_steps for every type, as a pretrained start wants).")
+    sft_lr: float = Field(default=3e-3, description="The start's SFT learning rate.")
+    sft_batch_size: int = Field(default=8, description="The start's SFT batch size.")
 
     def steps_for(self, model_type: str) -> int:
         """The start's SFT steps for ``model_type``; a clear error for a key that names no model type."""
@@ -63,13 +65,11 @@ class StartConfig(ModelSourceConfig):
         if unknown:
             raise ValueError(f"recipe_comparison.start.sft_steps_by_type names unknown model types {unknown}; "
                              f"known: {list(MODEL_TYPES)}")
+        field = "sft_steps_by_type" if model_type in self.sft_steps_by_type else "sft_steps"
         steps = self.sft_steps_by_type.get(model_type, self.sft_steps)
         if steps < 0:
-            raise ValueError(f"recipe_comparison.start.sft_steps{'_by_type' if model_type in self.sft_steps_by_type else ''}"
-                             f" for {model_type} must be >= 0, got {steps}")
+            raise ValueError(f"recipe_comparison.start.{field} for {model_type} must be >= 0, got {steps}")
         return steps
-    sft_lr: float = Field(default=3e-3, description="The start's SFT learning rate.")
-    sft_batch_size: int = Field(default=8, description="The start's SFT batch size.")
 
 
 class RecipeComparisonConfig(dg.Config):
@@ -132,11 +132,12 @@ def recipe_comparison(context: dg.AssetExecutionContext, config: RecipeCompariso
         [p.text for p in rules.lore], config.start_trajectories, config.expert_trajectories,
         list(zip(rl_tasks, policy_prompts(rl_tasks, rules, lore_k), strict=True)),
         list(zip(eval_tasks, policy_prompts(eval_tasks, rules, lore_k), strict=True)), task_column)
-    child_config = {**config.model_dump(exclude={"n_rl_tasks", "n_eval_tasks", "eval_seed", "rl_seed",
-                                                 "start_trajectories", "expert_trajectories", "max_new_tokens"}),
+    parent_only = ("n_rl_tasks", "n_eval_tasks", "eval_seed", "rl_seed", "start_trajectories",
+                   "expert_trajectories", "max_new_tokens")
+    child_config = {**config.model_dump(exclude={**dict.fromkeys(parent_only, True),
+                                                 "start": {"sft_steps_by_type": True}}),
                     "evaluate": {"max_new_tokens": config.max_new_tokens}}
-    child_config["start"] = {**{k: v for k, v in child_config["start"].items() if k != "sft_steps_by_type"},
-                             "sft_steps": start_steps}
+    child_config["start"]["sft_steps"] = start_steps  # this partition's, resolved above
     summary, child_meta, out_dir, work_dir = run_child(
         context, pipes_subprocess_client, training, wandb, "compare", rows, child_config,
         {"rules": rules.version, "trajectories": trajs_up.data_version}, rules_dir=rules_resource.rules_dir)
