@@ -14,9 +14,10 @@ from resources.rules import RulesResource
 from resources.teacher import TeacherResource
 from resources.training import TrainingResource
 from resources.wandb_resource import WandbResource
-from srl_assets.assets.recipes import HISTORY, PAIRWISE, RECIPE_RFT_DEFAULTS, recipe_comparison
+from srl_assets.assets.recipes import HISTORY, PAIRWISE, recipe_comparison
 from srl_assets.assets.training import RLVRConfig
 from srl_assets.definitions import data_assets, defs
+from srl_assets.training.recipes import RFT_DEFAULTS
 
 TINY = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 2,
         "intermediate_size": 64}
@@ -76,10 +77,11 @@ def test_recipe_comparison_reports_paired_results_and_publishes_every_model(tmp_
     history = store.read(HISTORY, "plant")
     assert sorted(history.recipe) == sorted(["start", "sft", "rlvr", "srl", "srl_rlvr"])
     assert history.comparison_id.nunique() == 1 and set(history.n_tasks) == {4}
-    # the comparison's own RLVR learning rate (COMPARE sets none) reached the child, not the RLVR stage's
-    child_config = json.loads(history.config.iloc[0])
-    assert child_config["rlvr"]["learning_rate"] == RECIPE_RFT_DEFAULTS["learning_rate"]
-    assert RECIPE_RFT_DEFAULTS["learning_rate"] != RLVRConfig().rft.learning_rate
+    # the comparison's own RLVR defaults (COMPARE sets neither) reached the child, not the RLVR stage's
+    child_rlvr = json.loads(history.config.iloc[0])["rlvr"]
+    stage_rlvr = RLVRConfig().rft
+    for name in ("learning_rate", "empty_round"):
+        assert child_rlvr[name] == RFT_DEFAULTS[name] != getattr(stage_rlvr, name)
     steps = history.set_index("recipe").steps.to_dict()
     assert steps["start"] == 3 and steps["sft"] == 2 and steps["srl"] == 2
     assert steps["srl_rlvr"] <= 2 and steps["rlvr"] <= 2  # RFT: at most the budget (fewer when little is kept)

@@ -10,7 +10,6 @@ recipe's model is published through the checkpoint store (stage ``recipe-<name>`
 
 import json
 from datetime import datetime, timezone
-from typing import Any
 
 import dagster as dg
 import pandas as pd
@@ -34,7 +33,7 @@ from srl_assets.performance.recipe_stats import beats, compare_recipes, comparis
 from srl_assets.prompts import trim_lore
 from srl_assets.rlvr.verifier_reward import task_column
 from srl_assets.training.configs import RFTConfig
-from srl_assets.training.recipes import RECIPES, comparison_rows
+from srl_assets.training.recipes import RECIPES, RFT_DEFAULTS, comparison_rows
 from srl_assets.training.stages import read_rows
 
 HISTORY, PAIRWISE = "recipe_comparison_history", "recipe_comparison_pairwise"
@@ -49,15 +48,8 @@ LABELS = {"start": "start", "sft": "SFT-only", "rlvr": "RLVR-only", "srl": "SRL-
 # "A start per model type".
 START_STEPS_BY_TYPE: dict[str, int] = {"personality": 1600, "building": 1600, "animal": 1600}
 
-# RLVR's fine-tuning learning rate in the comparison: 3e-4, not the RLVR stage's 1e-3. Both recipes that
-# use RLVR share it; SRL->RLVR's RFT part runs half of RLVR-only's steps, and 30 RFT steps at 1e-3 leave the
-# model below where they started (plant 0.365 -> 0.355, facial 0.415 -> 0.410), where 60 recover and gain.
-# Chosen on a validation draw of held-out tasks (eval_seed 999, not make compare's 4242): plant, facial and
-# sound, RLVR-only / SRL->RLVR mean pass rate at 1e-3, 5e-4, 3e-4: 0.357/0.270, 0.367/0.317, 0.350/0.345;
-# 3e-4 has the best mean over both recipes, RLVR-only within 0.017 of its best (docs/experiments.md,
-# "RLVR's learning rate in the comparison").
-RECIPE_RFT_DEFAULTS: dict[str, Any] = {"learning_rate": 3e-4}
-RecipeRFTConfig = config_from_dataclass(RFTConfig, "RecipeRFTConfig", defaults=RECIPE_RFT_DEFAULTS)
+# RLVR's RFT with the comparison's own defaults (srl_assets/training/recipes.py, RFT_DEFAULTS: why 3e-4).
+RecipeRFTConfig = config_from_dataclass(RFTConfig, "RecipeRFTConfig", defaults=RFT_DEFAULTS)
 
 
 class StartConfig(ModelSourceConfig):
