@@ -1,12 +1,14 @@
 """One run of a one-op job in the ``gpu`` pool, on the instance in $DAGSTER_HOME.
 
-``python pool_job.py NAME HOLD_SECONDS``: the op holds the pool's slot for HOLD_SECONDS; the last
-stdout line is JSON with the run's wall time and the CPU time this process spent in it.
+``python pool_job.py NAME RELEASE_FILE``: once the op has the pool's slot it holds it until
+RELEASE_FILE exists (at most 120 s); the last stdout line is JSON with the run's wall time and the
+CPU time this process spent in it.
 """
 
 import json
 import sys
 import time
+from pathlib import Path
 
 import dagster as dg
 
@@ -15,7 +17,11 @@ import srl_assets.definitions  # noqa: F401  (what every run process of the code
 
 @dg.op(pool="gpu")
 def hold_the_slot() -> None:
-    time.sleep(float(sys.argv[2]))
+    release, deadline = Path(sys.argv[2]), time.monotonic() + 120
+    while not release.exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{release} never appeared")
+        time.sleep(0.05)
 
 
 @dg.job(executor_def=dg.in_process_executor)
