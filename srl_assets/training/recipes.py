@@ -42,13 +42,6 @@ DONE = "recipe.json"  # written last into a finished recipe's model folder: a re
 #   (docs/experiments.md, "RLVR's learning rate in the comparison").
 RFT_DEFAULTS: dict[str, Any] = {"empty_round": "skip", "learning_rate": 3e-4}
 
-# Optimizer steps per recipe (the matched compute; SRL->RLVR: srl_share of them SRL, the rest RFT). 180, not
-# the 60 of ff99e27 and before: at 60 steps SRL->RLVR's 30 + 30 and RLVR-only's 60 were level (mean difference
-# -0.001 on a validation draw, SRL->RLVR ahead in 3 of 7), at 180 (90 + 90) SRL->RLVR is ahead on the
-# validation draw (eval_seed 999) as on make compare's own, and every recipe gains (docs/experiments.md, "The
-# comparison at 180 optimizer steps with RFT at 3e-4"). About 40 minutes for the seven types on 2 CPU cores.
-BUDGET_STEPS = 180
-
 
 def comparison_rows(trajectories: list[dict[str, str]], lore_texts: list[str], start_trajectories: int,
                     expert_trajectories: int, rl: list[tuple[Any, str]], held_out: list[tuple[Any, str]],
@@ -128,7 +121,7 @@ def run_comparison(spec: dict[str, Any], verifier, report: Callable[[dict[str, A
     work, out = Path(spec["work_dir"]), Path(spec["out_dir"])
     models = work / "models"
     models.mkdir(parents=True, exist_ok=True)
-    budget = int(cfg.get("budget_steps", BUDGET_STEPS))
+    budget = int(cfg.get("budget_steps", 150))
     if budget < 2:
         raise ValueError(f"budget_steps must be >= 2 (SRL->RLVR splits it), got {budget}")
     share = float(cfg.get("srl_share", 0.5))
