@@ -33,7 +33,7 @@ from srl_assets.performance.recipe_stats import beats, compare_recipes, comparis
 from srl_assets.prompts import trim_lore
 from srl_assets.rlvr.verifier_reward import task_column
 from srl_assets.training.configs import RFTConfig
-from srl_assets.training.recipes import RECIPES, RFT_DEFAULTS, comparison_rows
+from srl_assets.training.recipes import BUDGET_STEPS, RECIPES, RFT_DEFAULTS, comparison_rows
 from srl_assets.training.stages import read_rows
 
 HISTORY, PAIRWISE = "recipe_comparison_history", "recipe_comparison_pairwise"
@@ -81,8 +81,8 @@ class RecipeComparisonConfig(dg.Config):
                                     "(never shown to the recipes).")
     expert_trajectories: int = Field(default=80, description="Verified expert trajectories every recipe that "
                                      "uses them gets (SFT-only: whole; SRL: their step instances).")
-    budget_steps: int = Field(default=60, description="Optimizer steps per recipe (the matched compute); "
-                              "SRL->RLVR splits them by srl_share.")
+    budget_steps: int = Field(default=BUDGET_STEPS, description="Optimizer steps per recipe (the matched "
+                              "compute); SRL->RLVR splits them by srl_share.")
     srl_share: float = Field(default=0.5, description="Share of SRL->RLVR's steps spent on SRL.")
     sft_lr: float = Field(default=1e-3, description="SFT-only learning rate.")
     sft_batch_size: int = Field(default=8, description="SFT-only batch size (trajectories per step).")

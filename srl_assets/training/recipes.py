@@ -41,6 +41,9 @@ DONE = "recipe.json"  # written last into a finished recipe's model folder: a re
 #   seven types RLVR-only's mean pass rate is 0.269 at both 1e-3 and 3e-4, SRL->RLVR's 0.218 and 0.268
 #   (docs/experiments.md, "RLVR's learning rate in the comparison").
 RFT_DEFAULTS: dict[str, Any] = {"empty_round": "skip", "learning_rate": 3e-4}
+# Optimizer steps per recipe (the matched compute; SRL->RLVR: srl_share of them SRL, the rest RFT): the asset's
+# default and this module's, so a spec without the field runs what the asset would have sent.
+BUDGET_STEPS = 60
 
 
 def comparison_rows(trajectories: list[dict[str, str]], lore_texts: list[str], start_trajectories: int,
@@ -121,7 +124,7 @@ def run_comparison(spec: dict[str, Any], verifier, report: Callable[[dict[str, A
     work, out = Path(spec["work_dir"]), Path(spec["out_dir"])
     models = work / "models"
     models.mkdir(parents=True, exist_ok=True)
-    budget = int(cfg.get("budget_steps", 150))
+    budget = int(cfg.get("budget_steps", BUDGET_STEPS))
     if budget < 2:
         raise ValueError(f"budget_steps must be >= 2 (SRL->RLVR splits it), got {budget}")
     share = float(cfg.get("srl_share", 0.5))
