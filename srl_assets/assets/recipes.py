@@ -33,7 +33,8 @@ from srl_assets.performance.recipe_stats import beats, compare_recipes, comparis
 from srl_assets.prompts import trim_lore
 from srl_assets.rlvr.verifier_reward import task_column
 from srl_assets.training.configs import RFTConfig
-from srl_assets.training.recipes import BUDGET_STEPS, RECIPES, RFT_DEFAULTS, comparison_rows
+from srl_assets.training.recipes import (COMPARISON_DEFAULTS, RECIPES, RFT_DEFAULTS, START_DEFAULTS,
+                                        comparison_rows)
 from srl_assets.training.stages import read_rows
 
 HISTORY, PAIRWISE = "recipe_comparison_history", "recipe_comparison_pairwise"
@@ -53,15 +54,15 @@ RecipeRFTConfig = config_from_dataclass(RFTConfig, "RecipeRFTConfig", defaults=R
 
 
 class StartConfig(ModelSourceConfig):
-    sft_steps: int = Field(default=800, description="SFT steps on the start's own trajectories: enough to know "
-                           "the domain's language and the output format, far from saturation (README, "
-                           "Recipe comparison, says how this was chosen).")
+    sft_steps: int = Field(default=START_DEFAULTS["sft_steps"], description="SFT steps on the start's own "
+                           "trajectories: enough to know the domain's language and the output format, far from "
+                           "saturation (README, Recipe comparison, says how this was chosen).")
     sft_steps_by_type: dict[str, int] = Field(
         default_factory=lambda: dict(START_STEPS_BY_TYPE),
         description="SFT steps for the model types listed, overriding sft_steps for them (the tiny default's "
                     "measured per-type starts; {} = sft_steps for every type, as a pretrained start wants).")
-    sft_lr: float = Field(default=3e-3, description="The start's SFT learning rate.")
-    sft_batch_size: int = Field(default=8, description="The start's SFT batch size.")
+    sft_lr: float = Field(default=START_DEFAULTS["sft_lr"], description="The start's SFT learning rate.")
+    sft_batch_size: int = Field(default=START_DEFAULTS["sft_batch_size"], description="The start's SFT batch size.")
 
     def steps_for(self, model_type: str) -> int:
         """The start's SFT steps for ``model_type``; a clear error for a key that names no model type."""
@@ -81,18 +82,20 @@ class RecipeComparisonConfig(dg.Config):
                                     "(never shown to the recipes).")
     expert_trajectories: int = Field(default=80, description="Verified expert trajectories every recipe that "
                                      "uses them gets (SFT-only: whole; SRL: their step instances).")
-    budget_steps: int = Field(default=BUDGET_STEPS, description="Optimizer steps per recipe (the matched "
-                              "compute); SRL->RLVR splits them by srl_share.")
-    srl_share: float = Field(default=0.5, description="Share of SRL->RLVR's steps spent on SRL.")
-    sft_lr: float = Field(default=1e-3, description="SFT-only learning rate.")
-    sft_batch_size: int = Field(default=8, description="SFT-only batch size (trajectories per step).")
+    budget_steps: int = Field(default=COMPARISON_DEFAULTS["budget_steps"], description="Optimizer steps per "
+                              "recipe (the matched compute); SRL->RLVR splits them by srl_share.")
+    srl_share: float = Field(default=COMPARISON_DEFAULTS["srl_share"],
+                             description="Share of SRL->RLVR's steps spent on SRL.")
+    sft_lr: float = Field(default=COMPARISON_DEFAULTS["sft_lr"], description="SFT-only learning rate.")
+    sft_batch_size: int = Field(default=COMPARISON_DEFAULTS["sft_batch_size"],
+                                description="SFT-only batch size (trajectories per step).")
     n_rl_tasks: int = Field(default=400, description="Fresh train-split tasks for RLVR (verifier only).")
     n_eval_tasks: int = Field(default=200, description="Fresh held-out tasks, the same for every recipe.")
     eval_seed: int = Field(default=4242, description="Seed of the held-out tasks.")
     rl_seed: int = Field(default=777, description="Seed of the RLVR tasks.")
     max_new_tokens: int = Field(default=320, description="Evaluation length.")
     recipes: list[str] = Field(default_factory=lambda: list(RECIPES), description="Recipes to run.")
-    seed: int = 0
+    seed: int = COMPARISON_DEFAULTS["seed"]
     start: StartConfig = Field(default_factory=StartConfig)
     srl: SRLStageConfig = Field(default_factory=SRLStageConfig, description="SRL's step-wise GRPO (max_steps comes from "
                            "the budget).")

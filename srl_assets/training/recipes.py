@@ -41,9 +41,13 @@ DONE = "recipe.json"  # written last into a finished recipe's model folder: a re
 #   seven types RLVR-only's mean pass rate is 0.269 at both 1e-3 and 3e-4, SRL->RLVR's 0.218 and 0.268
 #   (docs/experiments.md, "RLVR's learning rate in the comparison").
 RFT_DEFAULTS: dict[str, Any] = {"empty_round": "skip", "learning_rate": 3e-4}
-# Optimizer steps per recipe (the matched compute; SRL->RLVR: srl_share of them SRL, the rest RFT): the asset's
-# default and this module's, so a spec without the field runs what the asset would have sent.
-BUDGET_STEPS = 60
+# The comparison's settings a spec may leave out, with the defaults the ``recipe_comparison`` asset's config
+# takes from here too, so a spec without a field runs what the asset would have sent. budget_steps: optimizer
+# steps per recipe (the matched compute; SRL->RLVR: srl_share of them SRL, the rest RFT); sft_*: SFT-only's.
+COMPARISON_DEFAULTS: dict[str, Any] = {"budget_steps": 60, "srl_share": 0.5, "sft_lr": 1e-3, "sft_batch_size": 8,
+                                       "seed": 0}
+# The common start's SFT on its own trajectories (the asset's StartConfig; its per-type steps come from there).
+START_DEFAULTS: dict[str, Any] = {"sft_steps": 800, "sft_lr": 3e-3, "sft_batch_size": 8}
 
 
 def comparison_rows(trajectories: list[dict[str, str]], lore_texts: list[str], start_trajectories: int,
@@ -119,23 +123,23 @@ def run_comparison(spec: dict[str, Any], verifier, report: Callable[[dict[str, A
     from srl_assets.srl.step_grpo import StepGRPOTrainer
     from srl_assets.training.stages import read_rows, write_rows
 
-    cfg = spec["config"]
+    cfg = {**COMPARISON_DEFAULTS, **spec["config"]}
     rows = _split(read_rows(spec["data"]))
     work, out = Path(spec["work_dir"]), Path(spec["out_dir"])
     models = work / "models"
     models.mkdir(parents=True, exist_ok=True)
-    budget = int(cfg.get("budget_steps", BUDGET_STEPS))
+    budget = int(cfg["budget_steps"])
     if budget < 2:
         raise ValueError(f"budget_steps must be >= 2 (SRL->RLVR splits it), got {budget}")
-    share = float(cfg.get("srl_share", 0.5))
+    share = float(cfg["srl_share"])
     if not 0 < share < 1:
         raise ValueError(f"srl_share must be in (0, 1), got {share}")
     recipes = list(cfg.get("recipes", RECIPES))
     unknown = set(recipes) - set(RECIPES)
     if unknown:
         raise ValueError(f"unknown recipes {sorted(unknown)}; known: {list(RECIPES)}")
-    sft_lr, sft_batch = float(cfg.get("sft_lr", 1e-3)), int(cfg.get("sft_batch_size", 8))
-    seed = int(cfg.get("seed", 0))
+    sft_lr, sft_batch = float(cfg["sft_lr"]), int(cfg["sft_batch_size"])
+    seed = int(cfg["seed"])
     info: dict[str, dict[str, Any]] = {}
 
     def stage_done(name: str, what: str) -> None:
@@ -147,13 +151,13 @@ def run_comparison(spec: dict[str, Any], verifier, report: Callable[[dict[str, A
     info["start"] = _finished(start_dir) or {}
     if not info["start"]:
         t0 = time.perf_counter()
-        start_cfg = cfg.get("start", {})
+        start_cfg = {**START_DEFAULTS, **cfg.get("start", {})}
         model, tokenizer = model_from_source(start_cfg, [r["text"] for r in rows["corpus"]], seed=seed)
-        steps = int(start_cfg.get("sft_steps", 400))
+        steps = int(start_cfg["sft_steps"])
         result = warm_start_sft(model, tokenizer, [{"prompt": r["prompt"], "completion": r["completion"]}
                                                    for r in rows["start"]],
-                                work / "start_sft", max_steps=steps, lr=float(start_cfg.get("sft_lr", 3e-3)),
-                                batch_size=int(start_cfg.get("sft_batch_size", 8)), seed=seed,
+                                work / "start_sft", max_steps=steps, lr=float(start_cfg["sft_lr"]),
+                                batch_size=int(start_cfg["sft_batch_size"]), seed=seed,
                                 report_to=[]) if steps else {"steps": 0}
         tmp = models / "start.tmp"
         save_model(model, tokenizer, tmp)
