@@ -38,8 +38,11 @@ compare: setup
 check: setup
 	$(BIN)/dg check defs
 
+# Two pytest-xdist workers (each test file, or the tests sharing the Dagster webserver, on one worker; see
+# tests/conftest.py); TEST_WORKERS=0 runs the suite in this one process.
+TEST_WORKERS ?= 2
 test: check
-	$(BIN)/pytest -q $(PYTEST_ARGS)
+	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 ui: setup
 	$(BIN)/dagster dev -w workspace.yaml

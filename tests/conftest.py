@@ -16,6 +16,18 @@ os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+# `make test` runs two pytest-xdist workers with `--dist loadgroup`. Each test file is one group (as with
+# `--dist loadfile`: a module's fixtures are set up once), except that every test using the Dagster
+# webserver fixtures joins one group, so the webserver, its daemon and the tiny run start once per session.
+SHARED_SERVER_GROUP = "dagster-server"
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the marks into the node ids
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        shared = "dagster_server" in getattr(item, "fixturenames", ())
+        item.add_marker(pytest.mark.xdist_group(SHARED_SERVER_GROUP if shared else item.nodeid.split("::")[0]))
+
 
 @pytest.fixture
 def store(tmp_path):

@@ -3,7 +3,6 @@ settings: every asset materializes, checkpoints are published with their metadat
 has pass rates for base, SRL and RLVR, and the checkpoint catalog points at complete checkpoints."""
 
 import copy
-import json
 
 import hashlib
 
@@ -19,7 +18,6 @@ from resources.training import TrainingResource
 from resources.wandb_resource import WandbResource
 from helpers.moto_s3 import s3_env  # noqa: F401  (fixture)
 from srl_assets.definitions import all_assets, build_resources
-from test_processes import two_gpus
 
 TINY = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 2,
         "intermediate_size": 64}
@@ -137,19 +135,3 @@ def _assert_true_lineage(mats, tags, stale, history):
     assert set(stale.values()) == {StaleStatus.FRESH}, stale
 
 
-def test_whole_chain_with_two_training_processes_per_stage(tmp_path, monkeypatch):
-    """As on a 2-GPU machine (here two CPU processes under the same `accelerate launch --multi_gpu`):
-    the stages TRL splits run as two processes, the others (SRL's step-wise GRPO among them) as one; the main process talks to Dagster
-    through Pipes, and every checkpoint is published once."""
-    two_gpus(monkeypatch)
-    mats, store, checkpoints = _materialize_chain(tmp_path, "plant", rlvr_algorithm="grpo")
-    assert mats["srl_checkpoint"]["steps"].value == 2 and mats["rlvr_checkpoint"]["selected_step"].value in (1, 2)
-    catalog = store.read("checkpoints", "plant")
-    assert sorted(catalog.stage) == ["base", "rlvr", "srl"]  # one each, though two processes trained them
-    assert all(checkpoints.is_complete(key) for key in catalog.key)
-    summaries = {stage: json.loads((tmp_path / "checkpoints" / key / "summary.json").read_text())
-                 for stage, key in zip(catalog.stage, catalog.key)}
-    # SRL's step-wise GRPO is the project's own single-process loop (srl_assets/training/processes.py).
-    # Its rollouts: 2 prompts x (2 generations - 1 expert step per group).
-    assert summaries["srl"]["processes"] == 1 and summaries["srl"]["rollouts_per_step"] == 2 * (2 - 1)
-    assert summaries["rlvr"]["processes"] == 2 and summaries["base"]["sft"]["examples_per_step"] == 4

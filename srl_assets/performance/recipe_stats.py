@@ -29,7 +29,6 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
-from scipy.stats import binomtest
 
 from srl_assets.performance.performance_tracker import EvalRecord, _check_record, wilson_interval
 
@@ -86,6 +85,9 @@ def mcnemar_exact(a_only: int, b_only: int) -> float:
     n = a_only + b_only
     if n == 0:
         return 1.0
+    # Imported here: scipy.stats costs ~0.7 s, which every Dagster process loading the definitions paid.
+    from scipy.stats import binomtest
+
     return float(min(1.0, binomtest(a_only, n, 0.5, alternative="two-sided").pvalue))
 
 
