@@ -12,7 +12,7 @@ from typing import Any
 import os
 import signal
 from collections.abc import Mapping, Sequence
-from subprocess import Popen
+from subprocess import Popen, TimeoutExpired
 
 import dagster as dg
 from dagster._core.errors import DagsterExecutionInterruptedError, DagsterPipesExecutionError
@@ -63,7 +63,7 @@ class ChildProcessClient(dg.PipesSubprocessClient):
             process = Popen(command, cwd=cwd or self.cwd,
                             env={**self.child_env(env), **session.get_bootstrap_env_vars()})
             try:
-                process.wait()
+                _wait_unless_canceled(context, process)
                 if process.returncode != 0:
                     raise DagsterPipesExecutionError(
                         f"External execution process failed with code {process.returncode}")
@@ -74,6 +74,31 @@ class ChildProcessClient(dg.PipesSubprocessClient):
                     process.wait(timeout=self.termination_timeout_seconds)
                 raise
         return dg.PipesClientCompletedInvocation(session)
+
+
+CANCEL_POLL_S = 1.0
+
+
+def _run_canceling(context) -> bool:
+    instance, run_id = getattr(context, "instance", None), getattr(context, "run_id", None)
+    run = instance.get_run_by_id(run_id) if instance is not None and run_id else None
+    return run is not None and run.status in (dg.DagsterRunStatus.CANCELING, dg.DagsterRunStatus.CANCELED)
+
+
+def _wait_unless_canceled(context, process: Popen) -> None:
+    """Wait for the child, and stop waiting (DagsterExecutionInterruptedError, which stops the child) once
+    the run is being canceled. Dagster interrupts a canceled run with a SIGINT to the run worker, but a
+    signal that arrives between two steps can be dropped: a run canceled during a data step then trained on
+    for minutes (seen in tests/test_training_jobs_api.py). The run's status in the instance is not lost."""
+    if _run_canceling(context):
+        raise DagsterExecutionInterruptedError()
+    while True:
+        try:
+            process.wait(timeout=CANCEL_POLL_S)
+            return
+        except TimeoutExpired:
+            if _run_canceling(context):
+                raise DagsterExecutionInterruptedError() from None
 
 
 class TrainingResource(dg.ConfigurableResource):
