@@ -11,12 +11,14 @@ from typing import Any
 
 import os
 import signal
+import time
 from collections.abc import Mapping, Sequence
 from subprocess import Popen, TimeoutExpired
 
 import dagster as dg
 from dagster._core.errors import DagsterExecutionInterruptedError, DagsterPipesExecutionError
 from dagster._core.pipes.utils import open_pipes_session
+from dagster._utils import send_interrupt
 from pydantic import Field
 
 # What every child inherits from the parent's environment: how to find Python, its packages and
@@ -86,19 +88,22 @@ def _run_canceling(context) -> bool:
 
 
 def _wait_unless_canceled(context, process: Popen) -> None:
-    """Wait for the child, and stop waiting (DagsterExecutionInterruptedError, which stops the child) once
-    the run is being canceled. Dagster interrupts a canceled run with a SIGINT to the run worker, but a
-    signal that arrives between two steps can be dropped: a run canceled during a data step then trained on
-    for minutes (seen in tests/test_training_jobs_api.py). The run's status in the instance is not lost."""
-    if _run_canceling(context):
-        raise DagsterExecutionInterruptedError()
+    """Wait for the child; once the run is being canceled, interrupt this process as Dagster would have.
+
+    Dagster interrupts a canceled run with a SIGINT to the run worker, but a signal that arrives between two
+    steps can be dropped: a run canceled during a data step then trained on for minutes (seen in
+    tests/test_training_jobs_api.py). Dagster's own remedy, a thread that polls the run's status
+    (``dagster._core.execution.run_cancellation_thread``), is off in open-source instances, so this wait
+    polls it and re-sends the interrupt, which Dagster turns into DagsterExecutionInterruptedError here."""
     while True:
         try:
             process.wait(timeout=CANCEL_POLL_S)
             return
         except TimeoutExpired:
             if _run_canceling(context):
-                raise DagsterExecutionInterruptedError() from None
+                send_interrupt()
+                time.sleep(CANCEL_POLL_S)  # the handler raises in this thread at the next bytecode
+                raise DagsterExecutionInterruptedError()  # no handler of Dagster's was installed
 
 
 class TrainingResource(dg.ConfigurableResource):
