@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from transformers import TrainerCallback
 
 from srl_assets.domains import get_domain
 from srl_assets.dynamic_example_generator import DynamicExampleGenerator
@@ -123,6 +124,40 @@ def test_sft_lowers_loss_then_save_load_generate(tokenizer, plant_examples, tmp_
     assert greedy == [generate(loaded, loaded_tok, [p], max_new_tokens=12)[0] for p in prompts]
     sampled = generate(loaded, loaded_tok, prompts, max_new_tokens=12, temperature=1.0, seed=0)
     assert sampled == generate(loaded, loaded_tok, prompts, max_new_tokens=12, temperature=1.0, seed=0)
+
+
+class _Logs(TrainerCallback):
+    def __init__(self) -> None:
+        self.rows: list[dict] = []
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs and "loss" in logs:
+            self.rows.append(dict(logs))
+
+
+def test_sft_on_cpu_takes_trls_loss_and_metrics_from_the_full_logits(tokenizer, plant_examples, tmp_path,
+                                                                     monkeypatch):
+    """FullLogitsSFTTrainer against TRL's own chunked LM head, from the same model, data and seed: the same loss
+    curve, logged metrics and trained weights (to float rounding)."""
+    import srl_assets.models.sft as sft
+
+    runs = {}
+    for path, vocab_limit in (("full", sft.FULL_LOGITS_MAX_VOCAB), ("trl", 0)):
+        monkeypatch.setattr(sft, "FULL_LOGITS_MAX_VOCAB", vocab_limit)
+        model, logs = build_tiny_model(tokenizer, TEST_CONFIG, seed=0), _Logs()
+        metrics = warm_start_sft(model, tokenizer, plant_examples, tmp_path / path, max_steps=4, lr=3e-3,
+                                 batch_size=4, seed=0, callbacks=[logs])
+        runs[path] = (metrics, logs.rows, model)
+    (full, full_logs, full_model), (trl, trl_logs, trl_model) = runs["full"], runs["trl"]
+    assert (full["loss_from"], trl["loss_from"]) == ("full logits", "TRL's chunked LM head")
+    assert len(full_logs) == len(trl_logs) == 4
+    for ours, theirs in zip(full_logs, trl_logs, strict=True):
+        assert ours["loss"] == pytest.approx(theirs["loss"], abs=1e-4)
+        assert ours["entropy"] == pytest.approx(theirs["entropy"], abs=1e-4)
+        assert ours["mean_token_accuracy"] == pytest.approx(theirs["mean_token_accuracy"], abs=1e-3)
+        assert ours["num_tokens"] == theirs["num_tokens"]
+    for (name, ours), theirs in zip(full_model.state_dict().items(), trl_model.state_dict().values(), strict=True):
+        assert torch.allclose(ours, theirs, atol=1e-5), name
 
 
 def test_sft_rejects_malformed_examples(tokenizer, tmp_path):

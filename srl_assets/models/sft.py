@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from datasets import Dataset
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from trl import SFTConfig, SFTTrainer
@@ -31,6 +32,63 @@ from srl_assets.prompt_contract import render_example
 from srl_assets.training.processes import per_process
 
 log = logging.getLogger(__name__)
+
+# Full logits of a batch cost batch x length x vocab floats: 8 x 300 x 1k (10 MB) for the tiny default; TRL's chunked
+# head is the right tool past this vocabulary (a 150k-vocabulary model's would be 1.4 GB).
+FULL_LOGITS_MAX_VOCAB = 32_768
+
+
+class FullLogitsSFTTrainer(SFTTrainer):
+    """TRL's ``SFTTrainer``, with the loss taken from the model's full logits when training on CPU with a small
+    vocabulary.
+
+    TRL 1.16 computes SFT's loss through a fused, chunked LM head (``trl.kernels.chunked_logprob``) so that a large
+    vocabulary's logits never exist in full on a GPU. On CPU its torch fallback scores every position (prompt and
+    padding too) tile by tile: with the tiny default's 1k vocabulary it took 9.1 of 21.3 s of 200 demo-shaped steps
+    (cProfile, batch 8 x ~280 tokens). Here the same loss (the completion tokens' summed negative log-likelihood over
+    the Trainer's token count, scaled for several processes as TRL does) comes from ``F.cross_entropy`` on the
+    logits, and the same metrics are logged (``entropy``, ``mean_token_accuracy``, ``num_tokens``); the loss curve
+    matches TRL's to float rounding (``tests/test_models.py``). Anything else (a GPU, a vocabulary above
+    ``FULL_LOGITS_MAX_VOCAB``, label smoothing, another ``loss_type``, a custom ``compute_loss_func``, MoE auxiliary
+    losses, sequence parallelism, padding-free batches, pre-shifted labels) takes TRL's own path.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        config = self.model.config.get_text_config()
+        self.full_logits = (self.accelerator.device.type == "cpu"
+                            and getattr(config, "vocab_size", FULL_LOGITS_MAX_VOCAB + 1) <= FULL_LOGITS_MAX_VOCAB
+                            and self.compute_loss_func is None and self.label_smoother is None
+                            and self.args.loss_type == "nll" and not self.aux_loss_enabled
+                            and getattr(self.accelerator, "parallelism_config", None) is None)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if (not self.full_logits or return_outputs
+                or not {"labels", "attention_mask"} <= inputs.keys() or "shift_labels" in inputs):
+            return super().compute_loss(model, inputs, return_outputs=return_outputs,
+                                        num_items_in_batch=num_items_in_batch)
+        mode = "train" if self.model.training else "eval"
+        labels = inputs["labels"][:, 1:]
+        logits = model(**{k: v for k, v in inputs.items() if k != "labels"}, use_cache=False).logits[:, :-1]
+        mask = labels != -100
+        count = mask.sum().clamp(min=1) if num_items_in_batch is None else num_items_in_batch
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1),
+                               ignore_index=-100, reduction="sum") / count
+        if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+            loss = loss * self.accelerator.num_processes  # as TRL: DDP averages the gradients across processes
+        with torch.no_grad():
+            scored = logits[mask].float()                                   # (valid tokens, vocab)
+            entropy = scored.logsumexp(-1) - (scored.softmax(-1) * scored).sum(-1)
+            gather = self.accelerator.gather_for_metrics
+            valid = gather(mask.sum()).sum()
+            entropy_sum = gather(entropy.sum()).sum()
+            correct = gather((scored.argmax(-1) == labels[mask]).sum()).sum()
+            self._metrics[mode]["entropy"].append((entropy_sum / valid).item() if valid > 0 else 0.0)
+            self._metrics[mode]["mean_token_accuracy"].append((correct / valid).item() if valid > 0 else 0.0)
+            if mode == "train":
+                self._total_train_tokens += gather(inputs["attention_mask"].sum()).sum().item()
+            self._metrics[mode]["num_tokens"] = [self._total_train_tokens]
+        return loss
 
 
 def warm_start_sft(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, examples: list[dict[str, str]],
@@ -48,8 +106,8 @@ def warm_start_sft(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, e
 
     ``batch_size`` is the number of examples per step over all training processes (several under
     ``accelerate launch``). Returns ``initial_loss`` and ``final_loss`` (first and last logged training
-    loss), ``mean_loss`` over the run, ``loss_history``, ``steps``, ``examples_per_step``, ``seconds``
-    and ``seconds_per_step``.
+    loss), ``mean_loss`` over the run, ``loss_history``, ``steps``, ``examples_per_step``, ``seconds``,
+    ``seconds_per_step`` and ``loss_from`` (which path computed the loss, see ``FullLogitsSFTTrainer``).
     """
     if not examples:
         raise ValueError("no SFT examples")
@@ -85,8 +143,8 @@ def warm_start_sft(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, e
         ddp_find_unused_parameters=False,  # every weight of a causal LM takes part in the loss
     )
     dataset = Dataset.from_list(sft_rows(tokenizer, examples))
-    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                         callbacks=callbacks)
+    trainer = FullLogitsSFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
+                                   callbacks=callbacks)
 
     started = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=resume_from_checkpoint)
@@ -105,6 +163,7 @@ def warm_start_sft(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, e
         "examples_per_step": args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size,
         "seconds": seconds,
         "seconds_per_step": seconds / max(trainer.state.global_step, 1),
+        "loss_from": "full logits" if trainer.full_logits else "TRL's chunked LM head",
     }
     log.info("SFT: %d steps in %.1fs, loss %.3f -> %.3f", metrics["steps"], seconds, losses[0], losses[-1])
     model.eval()
