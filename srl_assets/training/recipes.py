@@ -40,7 +40,8 @@ DONE = "recipe.json"  # written last into a finished recipe's model folder: a re
 #   and gain. Chosen on a validation draw of held-out tasks (eval_seed 999, not make compare's 4242): over the
 #   seven types RLVR-only's mean pass rate is 0.269 at both 1e-3 and 3e-4, SRL->RLVR's 0.218 and 0.268
 #   (docs/experiments.md, "RLVR's learning rate in the comparison").
-RFT_DEFAULTS: dict[str, Any] = {"empty_round": "skip", "learning_rate": 3e-4}
+# - prompts_per_round 400: the comparison's tables were measured with it (the pipeline's RLVR stage samples 800).
+RFT_DEFAULTS: dict[str, Any] = {"empty_round": "skip", "learning_rate": 3e-4, "prompts_per_round": 400}
 # The comparison's settings a spec may leave out, with the defaults the ``recipe_comparison`` asset's config
 # takes from here too, so a spec without a field runs what the asset would have sent. budget_steps: optimizer
 # steps per recipe (the matched compute; SRL->RLVR: srl_share of them SRL, the rest RFT); sft_*: SFT-only's.
