@@ -234,12 +234,12 @@ def test_on_path_end_to_end_base_sft_then_rft_inherits_it(tmp_path, plant, monke
     from the checkpoint, samples and fine-tunes through the template, and passes it on."""
     datasets = []
 
-    class RecordingSFT(sft_module.SFTTrainer):
+    class RecordingSFT(sft_module.FullLogitsSFTTrainer):
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
             datasets.append((self.processing_class, self.train_dataset))
 
-    monkeypatch.setattr(sft_module, "SFTTrainer", RecordingSFT)
+    monkeypatch.setattr(sft_module, "FullLogitsSFTTrainer", RecordingSFT)
     prompts = [task_prompt(t.prompt, "") for t, _ in plant]
     rows = [{"kind": "corpus", "text": p + traj} for p, (_, traj) in zip(prompts, plant)]
     rows += [{"kind": "sft", "prompt": p, "completion": traj} for p, (_, traj) in zip(prompts, plant)]
