@@ -71,18 +71,18 @@ class FullLogitsSFTTrainer(SFTTrainer):
         labels = inputs["labels"][:, 1:]
         logits = model(**{k: v for k, v in inputs.items() if k != "labels"}, use_cache=False).logits[:, :-1]
         mask = labels != -100
+        scored, targets = logits[mask].float(), labels[mask]               # (valid tokens, vocab), (valid tokens,)
         count = mask.sum().clamp(min=1) if num_items_in_batch is None else num_items_in_batch
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1),
-                               ignore_index=-100, reduction="sum") / count
+        loss = F.cross_entropy(scored, targets, reduction="sum") / count
         if self.args.average_tokens_across_devices and num_items_in_batch is not None:
             loss = loss * self.accelerator.num_processes  # as TRL: DDP averages the gradients across processes
         with torch.no_grad():
-            scored = logits[mask].float()                                   # (valid tokens, vocab)
+            scored = scored.detach()
             entropy = scored.logsumexp(-1) - (scored.softmax(-1) * scored).sum(-1)
             gather = self.accelerator.gather_for_metrics
             valid = gather(mask.sum()).sum()
             entropy_sum = gather(entropy.sum()).sum()
-            correct = gather((scored.argmax(-1) == labels[mask]).sum()).sum()
+            correct = gather((scored.argmax(-1) == targets).sum()).sum()
             self._metrics[mode]["entropy"].append((entropy_sum / valid).item() if valid > 0 else 0.0)
             self._metrics[mode]["mean_token_accuracy"].append((correct / valid).item() if valid > 0 else 0.0)
             if mode == "train":
