@@ -4,8 +4,10 @@ Builds the demo's policy shape (the tiny Llama of the base_model asset's default
 SwiGLU 128, a BPE vocabulary trained on plant prompts and trajectories, ~0.14M parameters) or loads a
 checkpoint (``--model``), and decodes the demo's plant prompts (lore_k 0, as the pipeline evaluates)
 at temperature 0.7 and 320 new tokens with batch sizes 16, 64 and 256, each path on the same batches
-in one run. A freshly built model never writes EOS, so every row runs the full 320 tokens; a trained
-checkpoint stops rows early, which the lean sampler turns into fewer rows per step (HF keeps them).
+in one run, on torch's default threads (one per core), as the pipeline samples. A freshly built model
+writes EOS now and then at random (rows wrote 74-82% of the 320-token budget in the 2026-12-02 run); a
+trained checkpoint stops rows at the end of a trajectory, which the lean sampler turns into fewer rows per
+step (HF keeps them).
 
 Also measures the machine's float32 matmul throughput in the same run; the matmul-bound limit for the
 model is that rate over 2 x parameters FLOPs per new token (attention over the cache comes on top).
@@ -104,9 +106,11 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=320)
     parser.add_argument("--temperature", type=float, default=0.7)
     parser.add_argument("--repeats", type=int, default=2, help="passes over the prompts per batch size")
-    parser.add_argument("--threads", type=int, default=1, help=(
-        "torch threads (0: torch's default, one per core). 1 by default: on a shared 2-core machine two "
-        "threads made both paths 10-20x slower (every small op waits for the busy second core)"))
+    parser.add_argument("--threads", type=int, default=0, help=(
+        "torch threads. 0 (default): torch's default, one per core, the setting the pipeline samples with "
+        "(its training children and the in-process evaluation leave torch's thread count alone). 1 is "
+        "steadier on a shared machine: with another process busy on one of two cores, two threads made both "
+        "paths 10-20x slower (every small op waits for the busy core)"))
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
