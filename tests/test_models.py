@@ -137,27 +137,34 @@ class _Logs(TrainerCallback):
 
 def test_sft_on_cpu_takes_trls_loss_and_metrics_from_the_full_logits(tokenizer, plant_examples, tmp_path,
                                                                      monkeypatch):
-    """FullLogitsSFTTrainer against TRL's own chunked LM head, from the same model, data and seed: the same loss
-    curve, logged metrics and trained weights (to float rounding)."""
+    """FullLogitsSFTTrainer's two CPU paths (the LM head on the completion tokens only, the default for a Llama; the
+    full logits, for other architectures) against TRL's own chunked LM head, from the same model, data and seed: the
+    same loss curve, logged metrics and trained weights (to float rounding)."""
     import srl_assets.models.sft as sft
 
     runs = {}
-    for path, vocab_limit in (("full", sft.FULL_LOGITS_MAX_VOCAB), ("trl", 0)):
+    for path, vocab_limit, plain_heads in (("head", sft.FULL_LOGITS_MAX_VOCAB, sft.PLAIN_HEAD_MODEL_TYPES),
+                                           ("full", sft.FULL_LOGITS_MAX_VOCAB, frozenset()),
+                                           ("trl", 0, sft.PLAIN_HEAD_MODEL_TYPES)):
         monkeypatch.setattr(sft, "FULL_LOGITS_MAX_VOCAB", vocab_limit)
+        monkeypatch.setattr(sft, "PLAIN_HEAD_MODEL_TYPES", plain_heads)
         model, logs = build_tiny_model(tokenizer, TEST_CONFIG, seed=0), _Logs()
         metrics = warm_start_sft(model, tokenizer, plant_examples, tmp_path / path, max_steps=4, lr=3e-3,
                                  batch_size=4, seed=0, callbacks=[logs])
         runs[path] = (metrics, logs.rows, model)
-    (full, full_logs, full_model), (trl, trl_logs, trl_model) = runs["full"], runs["trl"]
-    assert (full["loss_from"], trl["loss_from"]) == ("full logits", "TRL's chunked LM head")
-    assert len(full_logs) == len(trl_logs) == 4
-    for ours, theirs in zip(full_logs, trl_logs, strict=True):
-        assert ours["loss"] == pytest.approx(theirs["loss"], abs=1e-4)
-        assert ours["entropy"] == pytest.approx(theirs["entropy"], abs=1e-4)
-        assert ours["mean_token_accuracy"] == pytest.approx(theirs["mean_token_accuracy"], abs=1e-3)
-        assert ours["num_tokens"] == theirs["num_tokens"]
-    for (name, ours), theirs in zip(full_model.state_dict().items(), trl_model.state_dict().values(), strict=True):
-        assert torch.allclose(ours, theirs, atol=1e-5), name
+    assert [runs[p][0]["loss_from"] for p in ("head", "full", "trl")] == [
+        "LM head on completion tokens", "full logits", "TRL's chunked LM head"]
+    _, trl_logs, trl_model = runs["trl"]
+    for path in ("head", "full"):
+        _, logs, trained = runs[path]
+        assert len(logs) == len(trl_logs) == 4
+        for ours, theirs in zip(logs, trl_logs, strict=True):
+            assert ours["loss"] == pytest.approx(theirs["loss"], abs=1e-4), path
+            assert ours["entropy"] == pytest.approx(theirs["entropy"], abs=1e-4), path
+            assert ours["mean_token_accuracy"] == pytest.approx(theirs["mean_token_accuracy"], abs=1e-3), path
+            assert ours["num_tokens"] == theirs["num_tokens"], path
+        for (name, ours), theirs in zip(trained.state_dict().items(), trl_model.state_dict().values(), strict=True):
+            assert torch.allclose(ours, theirs, atol=1e-5), (path, name)
 
 
 def test_sft_rejects_malformed_examples(tokenizer, tmp_path):
