@@ -57,7 +57,7 @@ class FullLogitsSFTTrainer(SFTTrainer):
     unwrapped (one process), only the completion positions' hidden states go through the head: the prompt and
     padding positions' logits are never made, and the backward of picking the scored positions moves a
     (tokens, hidden) gradient instead of a (batch, length, vocab) one. On the demo's building base (batch 8 x
-    ~310 tokens) that took a step from 95-101 ms to 76-83 ms (2 runs each, 200 steps, same losses to the last
+    ~310 tokens) that took a step from 95-101 ms to 74-83 ms (2 runs each, 200 steps, same losses to the last
     digit; docs/experiments.md). Anything else (a GPU, a vocabulary above
     ``FULL_LOGITS_MAX_VOCAB``, label smoothing, another ``loss_type``, a custom ``compute_loss_func``, MoE auxiliary
     losses, sequence parallelism, padding-free batches, pre-shifted labels) takes TRL's own path.
@@ -71,7 +71,9 @@ class FullLogitsSFTTrainer(SFTTrainer):
                             and self.compute_loss_func is None and self.label_smoother is None
                             and self.args.loss_type == "nll" and not self.aux_loss_enabled
                             and getattr(self.accelerator, "parallelism_config", None) is None)
-        self.head_on_completions = self.full_logits and getattr(config, "model_type", None) in PLAIN_HEAD_MODEL_TYPES
+        # One process only: under DDP the wrapper's own forward must run (it syncs the gradients).
+        self.head_on_completions = (self.full_logits and self.accelerator.num_processes == 1
+                                    and getattr(config, "model_type", None) in PLAIN_HEAD_MODEL_TYPES)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if (not self.full_logits or return_outputs
@@ -82,7 +84,7 @@ class FullLogitsSFTTrainer(SFTTrainer):
         labels = inputs["labels"][:, 1:]
         mask = labels != -100
         features = {k: v for k, v in inputs.items() if k != "labels"}
-        if self.head_on_completions and self.accelerator.unwrap_model(model) is model:  # DDP must run its forward
+        if self.head_on_completions:
             hidden = model.get_decoder()(**features, use_cache=False).last_hidden_state[:, :-1]
             scored = model.get_output_embeddings()(hidden[mask]).float()   # (valid tokens, vocab)
         else:
