@@ -6,6 +6,13 @@ Like `make demo`, runs are recorded in the Dagster instance under $DAGSTER_HOME 
 with lineage and the comparison's tables and plot); the console shows one line per stage and the
 final table, everything else goes to the run logs and ``$DAGSTER_HOME/logs/compare-<time>.log``.
 ``--config`` takes a run-config preset (e.g. ``configs/compare_gpu_qwen.yaml``).
+
+One start per type is one draw of the start: starts that differ only in float rounding passed 0.120, 0.200 and
+0.415 of facial's held-out tasks (docs/experiments.md). ``--seeds 0 1 2`` runs the whole comparison once per
+seed (``recipe_comparison``'s ``seed``: the start's initialisation, SFT's data order, SRL's and RFT's
+sampling; the tasks stay the same) and ends with the two verdicts pooled over the seeds: each seed's
+discordant tasks added up, with the exact McNemar p on the sums (the same tasks come back under every seed,
+so those pairs are not independent and the p is optimistic).
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import yaml
 from srl_assets.demo import run_each
 
 ORDER = ("start", "sft", "rlvr", "srl", "srl_rlvr")
+LABELS = {"start": "start", "sft": "SFT-only", "rlvr": "RLVR-only", "srl": "SRL-only", "srl_rlvr": "SRL→RLVR"}
 # The task draw `make compare` uses unless its --config sets one. task_examples seeds from the run id by
 # default (a fresh draw each run); which 160 trajectories train the start moved facial's start from 0.080 to
 # 0.285 between two runs, more than any recipe's gain. With the draw fixed, a rerun gives the same table.
@@ -34,6 +42,44 @@ def with_fixed_draw(run_config: dict[str, Any]) -> dict[str, Any]:
     config = dict(step.get("config") or {})
     config.setdefault("seed", TASK_SEED)
     return {**run_config, "ops": {**ops, "task_examples": {**step, "config": config}}}
+
+
+def with_seed(run_config: dict[str, Any], seed: int) -> dict[str, Any]:
+    """``run_config`` with ``recipe_comparison``'s seed set to ``seed`` (a copy; it overrides the preset's)."""
+    ops = dict(run_config.get("ops") or {})
+    step = dict(ops.get("recipe_comparison") or {})
+    return {**run_config, "ops": {**ops, "recipe_comparison": {**step, "config": {**(step.get("config") or {}),
+                                                                                   "seed": seed}}}}
+
+
+def pooled_table(model_types: list[str], run_ids: dict[int, dict[str, str]], a: str, b: str) -> tuple[list[str], int]:
+    """Recipe ``a`` against ``b`` per type: each seed's pass-rate difference, then the pooled one (the
+    seeds' discordant tasks added up) with the exact McNemar p on the sums; and how many types ``a`` beats
+    ``b`` in, pooled. ``run_ids``: {seed: {model type: this invocation's run id}}."""
+    from resources.duckdb_store import DuckDBStore
+    from srl_assets.assets.recipes import PAIRWISE
+    from srl_assets.performance.recipe_stats import mcnemar_exact
+    from srl_assets.settings import duckdb_path
+
+    pairwise = DuckDBStore(database=duckdb_path()).read(PAIRWISE)
+    pairwise = pairwise[(pairwise.a == a) & (pairwise.b == b)]
+    seeds = list(run_ids)
+    la, lb = LABELS[a], LABELS[b]
+    lines = [f"| model type | {' | '.join(f'seed {s}' for s in seeds)} | pooled {la} − {lb} | tasks only {la} / "
+             f"only {lb} passes | p |", "|---|" + "---:|" * (len(seeds) + 3)]
+    wins = 0
+    for model_type in model_types:
+        rows = [pairwise[(pairwise.model_type == model_type) & (pairwise.comparison_id == run_ids[s][model_type])]
+                for s in seeds]
+        if any(r.empty for r in rows):
+            lines.append(f"| {model_type} | " + " | ".join("—" for _ in range(len(seeds) + 3)) + " |")
+            continue
+        a_only, b_only = sum(int(r.a_only.iloc[0]) for r in rows), sum(int(r.b_only.iloc[0]) for r in rows)
+        delta = (a_only - b_only) / sum(int(r.n_tasks.iloc[0]) for r in rows)
+        wins += delta > 0
+        lines.append(f"| {model_type} | {' | '.join(f'{r.delta.iloc[0]:+.3f}' for r in rows)} | {delta:+.3f} | "
+                     f"{a_only} / {b_only} | {mcnemar_exact(a_only, b_only):.2g} |")
+    return lines, wins
 
 
 def comparison_table(model_types: list[str], run_ids: dict[str, str]) -> tuple[list[str], dict[str, int]]:
@@ -73,24 +119,43 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model-types", nargs="*", default=list(MODEL_TYPES), choices=MODEL_TYPES)
     parser.add_argument("--config", help="run-config YAML preset (see configs/)")
+    parser.add_argument("--seeds", nargs="+", type=int, metavar="SEED", help=(
+        "run the comparison once per seed (recipe_comparison's seed, overriding the preset's) and pool the "
+        "verdicts over them; default: one run with the preset's seed (0)"))
     parser.add_argument("--verbose", action="store_true", help="every log line on the console too")
     args = parser.parse_args(argv)
+    if args.seeds and len(set(args.seeds)) != len(args.seeds):
+        parser.error(f"--seeds {args.seeds} repeats a seed: a repeated seed trains the same models again")
     with open(args.config) if args.config else open(os.devnull) as fh:
         run_config = yaml.safe_load(fh) or {}
 
     started = time.perf_counter()
-    runs = run_each("compare_recipes", "compare", args.model_types, with_fixed_draw(run_config), args.verbose)
-    if runs is None:
-        return 1
-    run_ids = {model_type: run_id for model_type, (_, run_id) in runs.items()}
-    total = time.perf_counter() - started
-    lines, wins = comparison_table(args.model_types, run_ids)
     n = len(args.model_types)
-    print("\nHeld-out verifier pass rate from one start (greedy, the same fresh tasks for every recipe; "
-          "p: exact McNemar):\n")
-    print("\n".join(lines))
-    print(f"\nSRL-only beats the start in {wins['srl_beats_start']} of {n}; SRL→RLVR beats RLVR-only in "
-          f"{wins['srl_rlvr_beats_rlvr']} of {n}. Total {total / 60:.1f} min. Browse it all with `make ui`.")
+    run_ids: dict[int | None, dict[str, str]] = {}
+    for seed in args.seeds or [None]:
+        config = with_fixed_draw(run_config if seed is None else with_seed(run_config, seed))
+        runs = run_each("compare_recipes", "compare" if seed is None else f"compare-seed{seed}", args.model_types,
+                        config, args.verbose)
+        if runs is None:
+            return 1
+        run_ids[seed] = {model_type: run_id for model_type, (_, run_id) in runs.items()}
+        lines, wins = comparison_table(args.model_types, run_ids[seed])
+        print("\nHeld-out verifier pass rate from one start" + ("" if seed is None else f" (seed {seed})") +
+              " (greedy, the same fresh tasks for every recipe; p: exact McNemar):\n")
+        print("\n".join(lines))
+        print(f"\nSRL-only beats the start in {wins['srl_beats_start']} of {n}; SRL→RLVR beats RLVR-only in "
+              f"{wins['srl_rlvr_beats_rlvr']} of {n}.")
+    if len(run_ids) > 1:
+        seeded = {int(s): ids for s, ids in run_ids.items() if s is not None}
+        for a, b, what in (("srl", "start", "SRL-only beats the start"),
+                           ("srl_rlvr", "rlvr", "SRL→RLVR beats RLVR-only")):
+            lines, wins = pooled_table(args.model_types, seeded, a, b)
+            print(f"\n{LABELS[a]} − {LABELS[b]} over {len(seeded)} starts per type (pooled: the seeds' discordant "
+                  "tasks added up; the same tasks under every seed, so p is optimistic):\n")
+            print("\n".join(lines))
+            print(f"\nPooled, {what} in {wins} of {n}.")
+    total = time.perf_counter() - started
+    print(f"\nTotal {total / 60:.1f} min. Browse it all with `make ui`.")
     return 0
 
 

@@ -1,14 +1,14 @@
 """`make compare` (srl_assets/compare.py): its console table reads each type's row from this invocation's
 comparison (not an older one of the same type), the verdicts count strict wins only, and a recipe left out
 of the run shows as a dash instead of failing the table; its runs draw the same tasks every time unless the
-preset says otherwise."""
+preset says otherwise; with several seeds it pools each seed's discordant tasks."""
 
 import pandas as pd
 import pytest
 
 from resources.duckdb_store import DuckDBStore
 from srl_assets.assets.recipes import HISTORY, PAIRWISE
-from srl_assets.compare import TASK_SEED, comparison_table, with_fixed_draw
+from srl_assets.compare import TASK_SEED, comparison_table, main, pooled_table, with_fixed_draw, with_seed
 
 
 def _write(store: DuckDBStore, model_type: str, comparison_id: str, rates: dict[str, float],
@@ -67,3 +67,56 @@ def test_the_fixed_draw_is_a_valid_run_config_of_the_job():
 
     job = defs.resolve_job_def("compare_recipes")
     assert dg.validate_run_config(job, with_fixed_draw({}))
+
+
+def _pairs(store: DuckDBStore, model_type: str, comparison_id: str, a_only: int, b_only: int, n: int = 200) -> None:
+    store.append(PAIRWISE, pd.DataFrame([{"model_type": model_type, "comparison_id": comparison_id, "a": "srl_rlvr",
+                                          "b": "rlvr", "n_tasks": n, "a_only": a_only, "b_only": b_only,
+                                          "delta": (a_only - b_only) / n, "mcnemar_p": 1.0}]))
+
+
+def test_pooling_adds_each_seeds_discordant_tasks_from_this_invocations_runs(store):
+    # plant: seed 0 wins by 4 tasks, seed 1 loses by 10: pooled it loses. tree: two small wins pool into a win.
+    _pairs(store, "plant", "p0", 14, 10)
+    _pairs(store, "plant", "p1", 5, 15)
+    _pairs(store, "plant", "old", 90, 0)  # an older run of the same type and seed: not read
+    _pairs(store, "tree", "t0", 3, 2)
+    _pairs(store, "tree", "t1", 4, 3)
+
+    lines, wins = pooled_table(["plant", "tree"], {0: {"plant": "p0", "tree": "t0"},
+                                                   1: {"plant": "p1", "tree": "t1"}}, "srl_rlvr", "rlvr")
+
+    assert lines[0] == ("| model type | seed 0 | seed 1 | pooled SRL→RLVR − RLVR-only | tasks only SRL→RLVR / "
+                        "only RLVR-only passes | p |")
+    # (19 - 25) / 400; exact McNemar on 19 of 44 discordant pairs.
+    assert lines[2] == "| plant | +0.020 | -0.050 | -0.015 | 19 / 25 | 0.45 |"
+    assert lines[3] == "| tree | +0.005 | +0.005 | +0.005 | 7 / 5 | 0.77 |"
+    assert wins == 1
+
+
+def test_a_type_missing_from_a_seeds_runs_shows_dashes_and_no_win(store):
+    _pairs(store, "plant", "p0", 30, 0)
+    lines, wins = pooled_table(["plant"], {0: {"plant": "p0"}, 1: {"plant": "gone"}}, "srl_rlvr", "rlvr")
+    assert lines[2] == "| plant | — | — | — | — | — |" and wins == 0
+
+
+def test_a_seed_overrides_the_presets_and_keeps_the_rest():
+    preset = {"ops": {"recipe_comparison": {"config": {"budget_steps": 180, "seed": 5}}}, "execution": {}}
+    seeded = with_seed(preset, 2)
+    assert seeded["ops"]["recipe_comparison"]["config"] == {"budget_steps": 180, "seed": 2}
+    assert preset["ops"]["recipe_comparison"]["config"]["seed"] == 5  # the caller's dict is not changed
+    assert with_seed({}, 1) == {"ops": {"recipe_comparison": {"config": {"seed": 1}}}}
+
+
+def test_the_seeded_draw_is_a_valid_run_config_of_the_job():
+    import dagster as dg
+
+    from srl_assets.definitions import defs
+
+    assert dg.validate_run_config(defs.resolve_job_def("compare_recipes"), with_fixed_draw(with_seed({}, 3)))
+
+
+def test_a_repeated_seed_is_refused_before_anything_runs(capsys):
+    with pytest.raises(SystemExit):
+        main(["--seeds", "0", "1", "0"])
+    assert "repeats a seed" in capsys.readouterr().err

@@ -95,7 +95,9 @@ class RecipeComparisonConfig(dg.Config):
     rl_seed: int = Field(default=777, description="Seed of the RLVR tasks.")
     max_new_tokens: int = Field(default=320, description="Evaluation length.")
     recipes: list[str] = Field(default_factory=lambda: list(RECIPES), description="Recipes to run.")
-    seed: int = COMPARISON_DEFAULTS["seed"]
+    seed: int = Field(default=COMPARISON_DEFAULTS["seed"], description=(
+        "Seed of the start's initialisation, SFT's data order and SRL's and RFT's sampling; the tasks keep "
+        "eval_seed and rl_seed. `make compare COMPARE_ARGS=\"--seeds 0 1 2\"` runs several and pools them."))
     start: StartConfig = Field(default_factory=StartConfig)
     srl: SRLStageConfig = Field(default_factory=SRLStageConfig, description="SRL's step-wise GRPO (max_steps comes from "
                            "the budget).")
