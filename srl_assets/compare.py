@@ -28,28 +28,30 @@ import yaml
 from srl_assets.demo import run_each
 
 ORDER = ("start", "sft", "rlvr", "srl", "srl_rlvr")
-LABELS = {"start": "start", "sft": "SFT-only", "rlvr": "RLVR-only", "srl": "SRL-only", "srl_rlvr": "SRL→RLVR"}
 # The task draw `make compare` uses unless its --config sets one. task_examples seeds from the run id by
 # default (a fresh draw each run); which 160 trajectories train the start moved facial's start from 0.080 to
 # 0.285 between two runs, more than any recipe's gain. With the draw fixed, a rerun gives the same table.
 TASK_SEED = 0
 
 
+def _with_op_config(run_config: dict[str, Any], op: str, values: dict[str, Any], override: bool) -> dict[str, Any]:
+    """A copy of ``run_config`` with ``values`` in ``op``'s config: replacing the preset's (``override``) or
+    only where the preset sets none."""
+    ops = dict(run_config.get("ops") or {})
+    step = dict(ops.get(op) or {})
+    config = dict(step.get("config") or {})
+    config = {**config, **values} if override else {**values, **config}
+    return {**run_config, "ops": {**ops, op: {**step, "config": config}}}
+
+
 def with_fixed_draw(run_config: dict[str, Any]) -> dict[str, Any]:
     """``run_config`` with ``task_examples``' seed set to ``TASK_SEED`` where it sets none (a copy)."""
-    ops = dict(run_config.get("ops") or {})
-    step = dict(ops.get("task_examples") or {})
-    config = dict(step.get("config") or {})
-    config.setdefault("seed", TASK_SEED)
-    return {**run_config, "ops": {**ops, "task_examples": {**step, "config": config}}}
+    return _with_op_config(run_config, "task_examples", {"seed": TASK_SEED}, override=False)
 
 
 def with_seed(run_config: dict[str, Any], seed: int) -> dict[str, Any]:
     """``run_config`` with ``recipe_comparison``'s seed set to ``seed`` (a copy; it overrides the preset's)."""
-    ops = dict(run_config.get("ops") or {})
-    step = dict(ops.get("recipe_comparison") or {})
-    return {**run_config, "ops": {**ops, "recipe_comparison": {**step, "config": {**(step.get("config") or {}),
-                                                                                   "seed": seed}}}}
+    return _with_op_config(run_config, "recipe_comparison", {"seed": seed}, override=True)
 
 
 def pooled_table(model_types: list[str], run_ids: dict[int, dict[str, str]], a: str, b: str) -> tuple[list[str], int]:
@@ -57,7 +59,7 @@ def pooled_table(model_types: list[str], run_ids: dict[int, dict[str, str]], a: 
     seeds' discordant tasks added up) with the exact McNemar p on the sums; and how many types ``a`` beats
     ``b`` in, pooled. ``run_ids``: {seed: {model type: this invocation's run id}}."""
     from resources.duckdb_store import DuckDBStore
-    from srl_assets.assets.recipes import PAIRWISE
+    from srl_assets.assets.recipes import LABELS, PAIRWISE
     from srl_assets.performance.recipe_stats import mcnemar_exact
     from srl_assets.settings import duckdb_path
 
@@ -145,13 +147,14 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(lines))
         print(f"\nSRL-only beats the start in {wins['srl_beats_start']} of {n}; SRL→RLVR beats RLVR-only in "
               f"{wins['srl_rlvr_beats_rlvr']} of {n}.")
-    if len(run_ids) > 1:
-        seeded = {int(s): ids for s, ids in run_ids.items() if s is not None}
+    if len(run_ids) > 1:  # only with --seeds: every key is a seed
+        from srl_assets.assets.recipes import LABELS
+
         for a, b, what in (("srl", "start", "SRL-only beats the start"),
                            ("srl_rlvr", "rlvr", "SRL→RLVR beats RLVR-only")):
-            lines, wins = pooled_table(args.model_types, seeded, a, b)
-            print(f"\n{LABELS[a]} − {LABELS[b]} over {len(seeded)} starts per type (pooled: the seeds' discordant "
-                  "tasks added up; the same tasks under every seed, so p is optimistic):\n")
+            lines, wins = pooled_table(args.model_types, run_ids, a, b)
+            print(f"\n{LABELS[a]} − {LABELS[b]} over {len(run_ids)} starts per type (pooled: the seeds' "
+                  "discordant tasks added up; the same tasks under every seed, so p is optimistic):\n")
             print("\n".join(lines))
             print(f"\nPooled, {what} in {wins} of {n}.")
     total = time.perf_counter() - started
