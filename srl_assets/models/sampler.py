@@ -132,7 +132,9 @@ class LlamaSampler:
         # RMSNorm(h) = h / sqrt(mean(h^2) + eps) = sqrt(n) * h / sqrt(sum(h^2) + n * eps): `_normed` takes
         # the sum (``mean`` on CPU is a sum, a division and two scalar copies) and sqrt(n) joins each norm's
         # weight, folded into the rows of the matmul that follows it.
-        self.n_eps = hidden * self.eps
+        # A 0-dim tensor, not a Python float: ``add_(float)`` wraps and copies the scalar on every call (five
+        # norms per decode step; ~1 us each at the demo's shape).
+        self.n_eps = torch.tensor(hidden * self.eps, dtype=self.embed.dtype, device=self.embed.device)
         root_n = hidden ** 0.5
         self.w_lm = (root_n * inner.norm.weight[:, None] * model.lm_head.weight.t()).contiguous()  # (hidden, vocab)
         rot = _rotate_half_matrix(self.head_dim, self.embed.dtype, self.embed.device)
@@ -336,8 +338,10 @@ def sample_ids(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, max
     w_lm = sampler.w_lm if greedy else sampler.w_lm / temperature
     # One uniform per row and step, drawn up front (one op, not one per step), indexed by the original
     # row: the tokens do not depend on when finished rows leave the batch (``check_every``, ``compact_after``).
+    # A compaction keeps the columns of the rows that stay, for the steps from ``uniforms_from`` on.
     uniforms = None if greedy else torch.rand(max_new_tokens, batch, 1, generator=generator, device=device,
                                               dtype=torch.float32)
+    uniforms_from = 0
     # EOS is looked for every `check_every` steps: a finished row runs a few steps more (cut at its first
     # stop token below), which costs less than the per-step check. The test hook needs every step.
     check_every = 1 if on_step is not None else max(1, check_every)
@@ -350,7 +354,7 @@ def sample_ids(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, max
     new_pos = positions[:, -1:] + 1 + torch.arange(max_new_tokens, device=device)   # (B, new)
     cos_new, sin_new = cos_table[new_pos], sin_table[new_pos]                       # (B, new, hd)
     for step in range(max_new_tokens):
-        u = None if greedy else uniforms[step] if first == 0 else uniforms[step].index_select(0, rows)
+        u = None if greedy else uniforms[step - uniforms_from]
         tokens, probs = _draw(logits, greedy, top_p, u, want_probs=on_step is not None)
         if on_step is not None:
             on_step(rows[alive], probs[alive], tokens[alive])
@@ -373,6 +377,9 @@ def sample_ids(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, max
                     keep = alive.nonzero().squeeze(1)
                     used = prompt_len + step
                     rows, tokens, alive = rows[keep], tokens[keep], alive[keep]
+                    if uniforms is not None:  # the steps still to come, for the rows that stay
+                        uniforms = uniforms[step + 1 - uniforms_from:].index_select(1, keep)
+                        uniforms_from = step + 1
                     cos_new, sin_new = cos_new[keep], sin_new[keep]
                     key_mask = key_mask.view(-1, nkv, 1, total).index_select(0, keep).view(-1, 1, total)
                     cache_k = [_keep_rows(c, keep, nkv, used, columns_last=True) for c in cache_k]
