@@ -197,6 +197,9 @@ def test_rows_without_a_target_step_are_refused_by_index(tiny_path, tmp_path):
     ({"learning_rate": 0.0}, r"learning_rate and temperature must be > 0"),
     ({"expert_samples": 8}, r"expert_samples must be an integer in \[0, num_generations - 1\].*got 8"),
     ({"expert_samples": -1}, r"expert_samples must be an integer in \[0, num_generations - 1\].*got -1"),
+    ({"update": "ppo"}, r"StepSRLConfig.update 'ppo' unknown; known: \['grpo', 'rft'\]"),
+    ({"update": "rft", "keep_reward": 0.0}, r"keep_reward must be in \(0, 1\].*got 0.0"),
+    ({"update": "rft", "keep_reward": 1.5}, r"keep_reward must be in \(0, 1\].*got 1.5"),
 ])
 def test_config_errors_name_the_field(values, named):
     with pytest.raises(ValueError, match=named):
@@ -288,3 +291,46 @@ def test_expert_samples_put_the_experts_step_in_each_group(tiny_path, tmp_path, 
         assert after > before + 1.0, (before, after)
     else:
         assert all(r["informative_groups"] == 0 for r in summary["log"]) and after == before
+
+
+@pytest.mark.parametrize("expert_samples", [0, 1])
+def test_rft_update_trains_on_the_members_that_reach_keep_reward_only(tiny_path, tmp_path, monkeypatch,
+                                                                      expert_samples):
+    """update 'rft': a likelihood step on the members whose step reward reaches keep_reward. Only the exact
+    step reaches it here, and the untrained tiny model never samples one: without the expert's step in the
+    groups nothing is kept and the weights stay; with it, the expert's steps are kept (and become likelier),
+    no rollout is."""
+    import srl_assets.srl.step_grpo as step_grpo
+    import srl_assets.srl.step_reward as step_reward
+
+    monkeypatch.setattr(step_reward, "score_step", lambda step, expert, reward: 1.0 if step == expert else 0.9)
+    monkeypatch.setattr(step_grpo, "ends_right", lambda *args: True)
+    config = StepSRLConfig(**{**SMALL, "num_generations": 3, "expert_samples": expert_samples, "save_steps": 0,
+                              "update": "rft"})
+    summary = StepGRPOTrainer(config).train(tiny_path, ROWS, tmp_path / "work", tmp_path / "out")
+    assert all(r["kept_rollouts"] == 0 for r in summary["log"])
+    before, after = _target_logp(tiny_path, ROWS), _target_logp(tmp_path / "out", ROWS)
+    if expert_samples:
+        assert all(r["loss"] > 0 for r in summary["log"]) and after > before + 1.0, (before, after)
+    else:
+        assert all(r["loss"] == 0.0 for r in summary["log"]) and after == before
+
+
+def test_rft_update_keeps_rollouts_a_grpo_group_would_leave_out(tiny_path, tmp_path, monkeypatch):
+    """Every rollout scores 1.0: GRPO sees groups that all agree (no signal, weights unchanged); RFT keeps
+    every rollout and trains on them."""
+    import srl_assets.srl.step_grpo as step_grpo
+    import srl_assets.srl.step_reward as step_reward
+
+    monkeypatch.setattr(step_reward, "score_step", lambda step, expert, reward: 1.0)
+    monkeypatch.setattr(step_grpo, "ends_right", lambda *args: True)
+    for update in ("grpo", "rft"):
+        out = tmp_path / update / "out"
+        config = StepSRLConfig(**{**SMALL, "max_steps": 2, "save_steps": 0, "update": update})
+        summary = StepGRPOTrainer(config).train(tiny_path, ROWS, tmp_path / update / "work", out)
+        before, after = _weights(tiny_path), _weights(out)
+        changed = any(not torch.equal(before[k], after[k]) for k in before)
+        if update == "grpo":
+            assert not changed and all(r["loss"] == 0.0 for r in summary["log"])
+        else:
+            assert changed and all(r["kept_rollouts"] == 2 * 2 for r in summary["log"])

@@ -245,10 +245,14 @@ class StepGRPOTrainer:
                    if ends_right(completions[i], bool(batch[i // n].get("last", False)), tokenizer.eos_token_id,
                                  stop_set)
                    else FORMAT_VIOLATION_REWARD for i, t in enumerate(texts)]
-            advantages = group_advantages(normalizer.normalize(raw, n), n, cfg.negative_weight)
             groups = [raw[g * n:(g + 1) * n] for g in range(per_step)]
             informative = [group_std(g) > cfg.dynamic_sampling_eps for g in groups]
-            keep = [i for i in range(len(raw)) if informative[i // n] and completions[i]]
+            if cfg.update == "rft":  # rejection sampling: a likelihood step on the members that match
+                advantages = [1.0] * len(raw)
+                keep = [i for i in range(len(raw)) if raw[i] >= cfg.keep_reward and completions[i]]
+            else:
+                advantages = group_advantages(normalizer.normalize(raw, n), n, cfg.negative_weight)
+                keep = [i for i in range(len(raw)) if informative[i // n] and completions[i]]
             loss_value, kl_value = 0.0, 0.0
             # Linear warmup indexed by the step, so a resumed run and a step without an update keep the schedule.
             lr = cfg.learning_rate * (min(1.0, (step + 1) / warmup) if warmup else 1.0)
@@ -270,7 +274,9 @@ class StepGRPOTrainer:
                    "format_violation_rate": sum(r < 0 for r in own) / len(own),
                    "informative_groups": sum(informative), "loss": loss_value, "kl": kl_value, "tokens": tokens,
                    "learning_rate": lr}
-            if cfg.expert_samples:
+            if cfg.update == "rft":
+                row["kept_rollouts"] = sum(not is_expert[i] for i in keep)
+            elif cfg.expert_samples:
                 guided = [advantages[i] for i in keep if is_expert[i]]
                 row["expert_advantage_mean"] = statistics.fmean(guided) if guided else 0.0
             log.append(row)

@@ -130,6 +130,9 @@ class GRPOStageConfig:
         )
 
 
+SRL_UPDATES = ("grpo", "rft")  # StepSRLConfig.update
+
+
 @dataclass
 class StepSRLConfig:
     """Hyperparameters of SRL's step-wise GRPO (``srl_assets.srl.step_grpo``). Defaults fit the tiny CPU model."""
@@ -155,6 +158,15 @@ class StepSRLConfig:
                                                           "0 is the paper's on-policy SRL (docs/experiments.md)."})
     dynamic_sampling_eps: float = field(default=1e-3, metadata={"help": "Groups whose reward std is at most this "
                                                                           "carry no signal and are left out of the loss."})
+    update: str = field(default="grpo", metadata={"help": (
+        "How the step rewards move the policy. 'grpo': a policy-gradient step on group-normalized rewards (the "
+        "paper's). 'rft': rejection sampling at the step level, as RLVR's RFT does for whole trajectories: a "
+        "plain negative log-likelihood step on the group members whose step reward is at least keep_reward "
+        "(the expert's own steps, with expert_samples > 0, and the rollouts that match them); normalizer, "
+        "negative_weight and dynamic sampling do not apply.")})
+    keep_reward: float = field(default=1.0, metadata={"help": "update 'rft': the step reward a member needs to "
+                                                              "be trained on (1.0: an exact match of the expert's "
+                                                              "step)."})
     negative_weight: float = field(default=1.0, metadata={"help": "Weight of below-average rollouts' (negative) "
                                                                      "advantages: 1.0 is GRPO; 0 reinforces only the "
                                                                      "rollouts that beat their group."})
@@ -182,6 +194,11 @@ class StepSRLConfig:
         if not (isinstance(self.expert_samples, int) and 0 <= self.expert_samples < self.num_generations):
             raise ValueError(f"StepSRLConfig.expert_samples must be an integer in [0, num_generations - 1] "
                              f"(a group needs at least one rollout), got {self.expert_samples!r}")
+        if self.update not in SRL_UPDATES:
+            raise ValueError(f"StepSRLConfig.update {self.update!r} unknown; known: {list(SRL_UPDATES)}")
+        if self.update == "rft" and not (math.isfinite(self.keep_reward) and 0 < self.keep_reward <= 1):
+            raise ValueError(f"StepSRLConfig.keep_reward must be in (0, 1] (step rewards top out at 1), "
+                             f"got {self.keep_reward}")
         if not 0.0 <= self.negative_weight <= 1.0:
             raise ValueError(f"StepSRLConfig.negative_weight must be in [0, 1], got {self.negative_weight}")
         if not (math.isfinite(self.learning_rate) and self.learning_rate > 0) or not self.temperature > 0:
