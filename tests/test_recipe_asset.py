@@ -126,3 +126,14 @@ def test_compare_job_selects_the_data_it_needs():
     keys = {k.path[-1] for k in job.asset_layer.executable_asset_keys}
     assert {"rules", "task_examples", "trajectories", "recipe_comparison"} <= keys
     assert "base_model" not in keys and "rlvr_checkpoint" not in keys
+
+
+def test_the_comparisons_srl_is_the_pipeline_stages_but_selects_by_rejection_sampling():
+    """make compare's SRL: update 'rft' (docs/experiments.md, "SRL's step rewards for rejection sampling");
+    the pipeline's SRL stage keeps GRPO; every other SRL setting is the stage's."""
+    from srl_assets.assets.recipes import RecipeComparisonConfig
+    from srl_assets.assets.training import SRLStageConfig
+
+    compare, stage = RecipeComparisonConfig().srl.model_dump(), SRLStageConfig().model_dump()
+    assert compare["update"] == "rft" and stage["update"] == "grpo"
+    assert {k: v for k, v in compare.items() if k != "update"} == {k: v for k, v in stage.items() if k != "update"}

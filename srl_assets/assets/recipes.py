@@ -21,7 +21,7 @@ from resources.rules import RulesResource
 from resources.training import TrainingResource
 from resources.wandb_resource import WandbResource
 from srl_assets.assets.lineage import lineage_metadata, read_table
-from srl_assets.assets.training import ModelSourceConfig, SRLStageConfig, TRAINING_RETRY
+from srl_assets.assets.training import SRL_DEFAULTS, ModelSourceConfig, TRAINING_RETRY
 from srl_assets.assets.training_support import png_markdown, publish_checkpoint, run_child
 from srl_assets.collaboration.lore_retriever import policy_prompts
 from srl_assets.config_models import config_from_dataclass
@@ -32,7 +32,7 @@ from srl_assets.performance.performance_tracker import EvalRecord
 from srl_assets.performance.recipe_stats import beats, compare_recipes, comparison_plot, markdown_table
 from srl_assets.prompts import trim_lore
 from srl_assets.rlvr.verifier_reward import task_column
-from srl_assets.training.configs import RFTConfig
+from srl_assets.training.configs import RFTConfig, StepSRLConfig
 from srl_assets.training.recipes import (COMPARISON_DEFAULTS, RECIPES, RFT_DEFAULTS, START_DEFAULTS,
                                         comparison_rows)
 from srl_assets.training.stages import read_rows
@@ -48,6 +48,15 @@ LABELS = {"start": "start", "sft": "SFT-only", "rlvr": "RLVR-only", "srl": "SRL-
 # 0.115 -> 0.225 and sound 0.135 -> 0.245 stay at 800; facial 0.415, plant 0.365 at 800). docs/experiments.md,
 # "A start per model type".
 START_STEPS_BY_TYPE: dict[str, int] = {"personality": 1600, "building": 1600, "animal": 1600}
+
+# SRL in the comparison: the pipeline SRL stage's settings, but the step rewards select (update 'rft': a likelihood
+# step on the group members whose `field` reward reaches 1.0: the expert's 2 steps per group of 8 and the
+# rollouts that match them) instead of weighing a policy gradient. Over three starts per type (make compare's
+# tasks, seeds 0-2 pooled), SRL-only beat the start in 6 of 7 types (GRPO: 5 of 7) and SRL->RLVR beat RLVR-only
+# in 4 of 7 (GRPO: 1 of 7); at lr 1e-3 the same update took every type below its start (docs/experiments.md,
+# "SRL's step rewards for rejection sampling"). The pipeline's SRL stage keeps GRPO until a demo measures it.
+RECIPE_SRL_DEFAULTS: dict = {**SRL_DEFAULTS, "update": "rft"}
+RecipeSRLConfig = config_from_dataclass(StepSRLConfig, "RecipeSRLConfig", defaults=RECIPE_SRL_DEFAULTS)
 
 # RLVR's RFT with the comparison's own defaults (srl_assets/training/recipes.py, RFT_DEFAULTS: why 3e-4).
 RecipeRFTConfig = config_from_dataclass(RFTConfig, "RecipeRFTConfig", defaults=RFT_DEFAULTS)
@@ -99,8 +108,8 @@ class RecipeComparisonConfig(dg.Config):
         "Seed of the start's initialisation, SFT's data order and SRL's and RFT's sampling; the tasks keep "
         "eval_seed and rl_seed. `make compare COMPARE_ARGS=\"--seeds 0 1 2\"` runs several and pools them."))
     start: StartConfig = Field(default_factory=StartConfig)
-    srl: SRLStageConfig = Field(default_factory=SRLStageConfig, description="SRL's step-wise GRPO (max_steps comes from "
-                           "the budget).")
+    srl: RecipeSRLConfig = Field(default_factory=RecipeSRLConfig, description="SRL on the expert steps (update 'rft' "
+                                 "by default, 'grpo' for the paper's policy gradient; max_steps comes from the budget).")
     rlvr: RecipeRFTConfig = Field(default_factory=RecipeRFTConfig, description="RLVR's RFT, shared by "
                                   "RLVR-only and SRL->RLVR (sft_steps comes from the budget).")
 

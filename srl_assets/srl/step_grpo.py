@@ -17,6 +17,12 @@ raises its likelihood where the policy is wrong and leaves a step the policy alr
 group that all agrees carries no signal). It is the on-policy gradient of its log-probability (no importance weight: LUFFY's
 policy shaping is not applied). 0 is the paper's on-policy SRL.
 
+With ``update: rft`` the rewards select instead of weigh: rejection sampling at the step level, as RLVR's RFT
+does for whole trajectories. The members whose step reward reaches ``keep_reward`` (the expert's own steps,
+with ``expert_samples`` > 0, and the rollouts that match them) get a plain likelihood step (advantage 1,
+token-mean over the kept tokens); the rest, the normalizer and dynamic sampling play no part. The log's
+``kept_rollouts`` counts the policy's own kept rollouts per step.
+
 Why not TRL's ``GRPOTrainer`` (which the RLVR GRPO stage uses): it ends a completion only at EOS,
 so a step that ends at a line break would be trained together with whatever the policy writes after
 it, and it samples with HF ``generate``; here rollouts go through the project's sampler
