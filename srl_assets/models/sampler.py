@@ -338,10 +338,9 @@ def sample_ids(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, max
     w_lm = sampler.w_lm if greedy else sampler.w_lm / temperature
     # One uniform per row and step, drawn up front (one op, not one per step), indexed by the original
     # row: the tokens do not depend on when finished rows leave the batch (``check_every``, ``compact_after``).
-    # A compaction keeps the columns of the rows that stay, for the steps from ``uniforms_from`` on.
+    # A compaction keeps the columns of the rows that stay, for the steps from ``first`` (below) on.
     uniforms = None if greedy else torch.rand(max_new_tokens, batch, 1, generator=generator, device=device,
                                               dtype=torch.float32)
-    uniforms_from = 0
     # EOS is looked for every `check_every` steps: a finished row runs a few steps more (cut at its first
     # stop token below), which costs less than the per-step check. The test hook needs every step.
     check_every = 1 if on_step is not None else max(1, check_every)
@@ -349,12 +348,12 @@ def sample_ids(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, max
     rows = torch.arange(batch, device=device)                                       # original index per row
     alive = torch.ones(batch, dtype=torch.bool, device=device)                      # not yet at EOS
     pending: list[torch.Tensor] = []    # tokens of steps [first, step], not yet written to `out`
-    first = 0
+    first = 0                           # the last compaction's next step: `uniforms` starts there
     # Each row's rotary angles for every new token, looked up once: step s reads column s.
     new_pos = positions[:, -1:] + 1 + torch.arange(max_new_tokens, device=device)   # (B, new)
     cos_new, sin_new = cos_table[new_pos], sin_table[new_pos]                       # (B, new, hd)
     for step in range(max_new_tokens):
-        u = None if greedy else uniforms[step - uniforms_from]
+        u = None if greedy else uniforms[step - first]
         tokens, probs = _draw(logits, greedy, top_p, u, want_probs=on_step is not None)
         if on_step is not None:
             on_step(rows[alive], probs[alive], tokens[alive])
@@ -372,14 +371,13 @@ def sample_ids(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, max
                 if running == 0:
                     break
                 if (alive.numel() - running) * (max_new_tokens - step - 1) >= compact_after * alive.numel():
-                    out[rows, first:step + 1] = torch.stack(pending, dim=1)
-                    pending, first = [], step + 1
                     keep = alive.nonzero().squeeze(1)
+                    out[rows, first:step + 1] = torch.stack(pending, dim=1)
+                    if uniforms is not None:  # the steps still to come, for the rows that stay
+                        uniforms = uniforms[step + 1 - first:].index_select(1, keep)
+                    pending, first = [], step + 1
                     used = prompt_len + step
                     rows, tokens, alive = rows[keep], tokens[keep], alive[keep]
-                    if uniforms is not None:  # the steps still to come, for the rows that stay
-                        uniforms = uniforms[step + 1 - uniforms_from:].index_select(1, keep)
-                        uniforms_from = step + 1
                     cos_new, sin_new = cos_new[keep], sin_new[keep]
                     key_mask = key_mask.view(-1, nkv, 1, total).index_select(0, keep).view(-1, 1, total)
                     cache_k = [_keep_rows(c, keep, nkv, used, columns_last=True) for c in cache_k]
