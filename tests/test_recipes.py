@@ -15,7 +15,8 @@ from srl_assets.dynamic_example_generator import DynamicExampleGenerator
 from srl_assets.prompts import task_prompt
 from srl_assets.rlvr.verifier_reward import task_column
 from srl_assets.rules_integration import RulesIntegration
-from srl_assets.training.recipes import CANDIDATES, DONE, RECIPES, comparison_rows
+from srl_assets.training.configs import StepSRLConfig
+from srl_assets.training.recipes import CANDIDATES, DONE, RECIPES, SRL_RECIPE_DEFAULTS, comparison_rows
 from srl_assets.training.stages import read_rows, run_stage, write_rows
 
 TINY = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 2,
@@ -24,7 +25,8 @@ CONFIG = {
     # round(2 * 0.75) = 2 SRL steps would leave RLVR none: each part of SRL->RLVR still gets one.
     "budget_steps": 2, "srl_share": 0.75, "sft_batch_size": 2, "seed": 0,
     "start": {"vocab_size": 300, "tiny": TINY, "sft_steps": 2, "sft_batch_size": 2},
-    "srl": {"num_generations": 2, "prompts_per_step": 2, "max_completion_length": 16, "save_steps": 0},
+    # update / learning_rate / reward left out: the comparison's own SRL defaults fill them in (SRL_RECIPE_DEFAULTS)
+    "srl": {"num_generations": 3, "prompts_per_step": 2, "max_completion_length": 16, "save_steps": 0},
     "rlvr": {"prompts_per_round": 2, "samples_per_prompt": 2, "max_new_tokens": 24, "min_score": 0.0,
              "batch_size": 2, "empty_round": "skip"},
     "evaluate": {"max_new_tokens": 16},
@@ -110,6 +112,11 @@ def test_compare_stage_trains_evaluates_and_retries_only_what_is_unfinished(tmp_
     assert {name: info[name]["steps"] for name in RECIPES} == {name: 2 for name in RECIPES}
     assert [(p["trainer"], p["steps"]) for p in info["srl_rlvr"]["parts"]] == [("srl", 1), ("rlvr", 1)]
     assert [(p["trainer"], p["steps"]) for p in info["srl"]["parts"]] == [("srl", 2)]
+    # a spec that leaves SRL's settings out runs the comparison's SRL (what the asset would send), not
+    # StepSRLConfig's dataclass defaults (GRPO at 3e-4)
+    assert {k: info["srl"]["parts"][0][k] for k in ("update", "learning_rate")} == {
+        "update": SRL_RECIPE_DEFAULTS["update"], "learning_rate": SRL_RECIPE_DEFAULTS["learning_rate"]}
+    assert SRL_RECIPE_DEFAULTS["update"] != StepSRLConfig().update
     assert info["srl"]["generated_tokens"] > 0 and info["rlvr"]["generated_tokens"] > 0
     assert info["sft"]["generated_tokens"] == 0
     assert sum(e.get("event") == "evaluated" for e in events) == 5

@@ -21,7 +21,7 @@ from resources.rules import RulesResource
 from resources.training import TrainingResource
 from resources.wandb_resource import WandbResource
 from srl_assets.assets.lineage import lineage_metadata, read_table
-from srl_assets.assets.training import SRL_DEFAULTS, ModelSourceConfig, TRAINING_RETRY
+from srl_assets.assets.training import ModelSourceConfig, TRAINING_RETRY
 from srl_assets.assets.training_support import png_markdown, publish_checkpoint, run_child
 from srl_assets.collaboration.lore_retriever import policy_prompts
 from srl_assets.config_models import config_from_dataclass
@@ -33,8 +33,8 @@ from srl_assets.performance.recipe_stats import beats, compare_recipes, comparis
 from srl_assets.prompts import trim_lore
 from srl_assets.rlvr.verifier_reward import task_column
 from srl_assets.training.configs import RFTConfig, StepSRLConfig
-from srl_assets.training.recipes import (COMPARISON_DEFAULTS, RECIPES, RFT_DEFAULTS, START_DEFAULTS,
-                                        comparison_rows)
+from srl_assets.training.recipes import (COMPARISON_DEFAULTS, RECIPES, RFT_DEFAULTS, SRL_RECIPE_DEFAULTS,
+                                        START_DEFAULTS, comparison_rows)
 from srl_assets.training.stages import read_rows
 
 HISTORY, PAIRWISE = "recipe_comparison_history", "recipe_comparison_pairwise"
@@ -49,14 +49,8 @@ LABELS = {"start": "start", "sft": "SFT-only", "rlvr": "RLVR-only", "srl": "SRL-
 # "A start per model type".
 START_STEPS_BY_TYPE: dict[str, int] = {"personality": 1600, "building": 1600, "animal": 1600}
 
-# SRL in the comparison: the pipeline SRL stage's settings, but the step rewards select (update 'rft': a likelihood
-# step on the group members whose `field` reward reaches 1.0: the expert's 2 steps per group of 8 and the
-# rollouts that match them) instead of weighing a policy gradient. Over three starts per type (make compare's
-# tasks, seeds 0-2 pooled), SRL-only beat the start in 6 of 7 types (GRPO: 5 of 7) and SRL->RLVR beat RLVR-only
-# in 4 of 7 (GRPO: 1 of 7); at lr 1e-3 the same update took every type below its start (docs/experiments.md,
-# "SRL's step rewards for rejection sampling"). The pipeline's SRL stage keeps GRPO until a demo measures it.
-RECIPE_SRL_DEFAULTS: dict = {**SRL_DEFAULTS, "update": "rft"}
-RecipeSRLConfig = config_from_dataclass(StepSRLConfig, "RecipeSRLConfig", defaults=RECIPE_SRL_DEFAULTS)
+# SRL with the comparison's own defaults (srl_assets/training/recipes.py, SRL_RECIPE_DEFAULTS: why 'rft').
+RecipeSRLConfig = config_from_dataclass(StepSRLConfig, "RecipeSRLConfig", defaults=SRL_RECIPE_DEFAULTS)
 
 # RLVR's RFT with the comparison's own defaults (srl_assets/training/recipes.py, RFT_DEFAULTS: why 3e-4).
 RecipeRFTConfig = config_from_dataclass(RFTConfig, "RecipeRFTConfig", defaults=RFT_DEFAULTS)

@@ -30,7 +30,8 @@ from srl_assets.collaboration.lore_retriever import policy_prompts
 from srl_assets.dynamic_example_generator import DynamicExampleGenerator
 from srl_assets.rlvr.rlvr_tasks import rlvr_tasks
 from srl_assets.rlvr.verifier_reward import task_column
-from srl_assets.training.configs import DPOStageConfig, GRPOStageConfig, PPOConfig, RFTConfig, StepSRLConfig
+from srl_assets.training.configs import (SRL_DEFAULTS, DPOStageConfig, GRPOStageConfig, PPOConfig, RFTConfig,
+                                        StepSRLConfig)
 from srl_assets.training.stages import read_rows
 
 
@@ -86,15 +87,7 @@ class NormalizedRewardsConfig(dg.Config):
     seed: int = 0
 
 
-# Measured on plant from a 600-step start (200 held-out tasks, 60 steps; README, Recipe comparison):
-# lr 1e-4 at T 0.7 with `field` 0.075 -> 0.095; `difflib` 0.085; lr 2e-4 0.07; T 1.0 lr 3e-4 0.03, lr 3e-5 0.08.
-# 20 steps in the demo: on this model more SRL steps did not raise the held-out pass rate (docs/experiments.md,
-# "Why SRL does not beat its start here"); the time goes to the base's SFT, which did.
-# expert_samples 2 (2 of each group's 8 members are the expert's step): from `make compare`'s starts, SRL-only
-# moved from above the start in 0 of 7 types to 3 of 7, and scored above the paper's on-policy SRL
-# (expert_samples 0) in 5 of 7 types, level in 1 (docs/experiments.md, "Expert steps in SRL's groups").
-SRL_DEFAULTS: dict[str, Any] = {"learning_rate": 1e-4, "temperature": 0.7, "reward": "field", "max_steps": 20,
-                                "expert_samples": 2}
+# SRL_DEFAULTS (srl_assets/training/configs.py) says why each setting.
 SRLStageConfig = config_from_dataclass(StepSRLConfig, "SRLStageConfig", defaults=SRL_DEFAULTS)
 SRLConfig = config_from_dataclass(StepSRLConfig, "SRLConfig", defaults=SRL_DEFAULTS, extra={
     "step_rows": (Literal["unseen", "informative", "all"], Field(default="unseen", description=(
