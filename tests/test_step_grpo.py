@@ -8,7 +8,7 @@ import torch
 from srl_assets.models.tiny import TinyModelConfig, build_tiny_model, load_model, save_model, train_bpe_tokenizer
 from srl_assets.prompts import step_prompt, task_prompt
 from srl_assets.srl.step_grpo import (STATE_FILE, StepGRPOTrainer, ends_right, expert_completion, group_advantages,
-                                      line_break_ids, rollout_steps, step_text, token_logprobs)
+                                      line_break_ids, merge_duplicates, rollout_steps, step_text, token_logprobs)
 from srl_assets.training.configs import StepSRLConfig
 
 TINY = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 2,
@@ -123,6 +123,42 @@ def test_one_update_moves_the_policy_toward_the_higher_reward_step(tiny_path):
     after = _logp_sum(model, [prompt, prompt], completions, pad)
     assert after[0] > before[0] and after[1] < before[1], (before, after)
     assert kl == 0.0 and loss != 0.0
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.1])
+def test_merged_duplicates_give_the_update_of_their_copies(tiny_path, beta):
+    """Identical members trained once with their count as weight: the same loss, KL and gradient as each copy
+    (what merge_duplicates saves: a group's expert copies and exact rollouts)."""
+    row = ROWS[1]
+    _, tokenizer = load_model(tiny_path)
+    prompt = tokenizer(row["prompt"], add_special_tokens=True)["input_ids"]
+    right, wrong = (tokenizer(t + "\n", add_special_tokens=False)["input_ids"]
+                    for t in (row["target"], "2. **Soil** sand, pH 9"))
+    pad = tokenizer.pad_token_id
+    rows, weights = merge_duplicates([(row["prompt"], tuple(c), a)
+                                      for c, a in ((right, 0.5), (right, 0.5), (wrong, -1.0), (right, 0.5))])
+    assert (rows, weights) == ([0, 2], [3.0, 1.0])
+    results = []
+    for members in (([right, right, wrong, right], [0.5, 0.5, -1.0, 0.5], None),
+                    ([right, wrong], [0.5, -1.0], weights)):
+        model, _ = load_model(tiny_path)
+        reference = load_model(tiny_path)[0] if beta else None
+        if reference is not None:  # a reference apart from the policy, so the KL term has a gradient
+            g = torch.Generator().manual_seed(0)
+            with torch.no_grad():
+                for p in reference.parameters():
+                    p.add_(0.01 * torch.randn(p.shape, generator=g))
+        optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+        completions, advantages, w = members
+        loss, kl = StepGRPOTrainer(StepSRLConfig(**SMALL))._update(
+            model, reference, optimizer, [prompt] * len(completions), completions, advantages, pad, beta, w)
+        results.append((loss, kl, {k: v.clone() for k, v in model.state_dict().items()}))
+    (loss_a, kl_a, after_a), (loss_b, kl_b, after_b) = results
+    assert loss_a == pytest.approx(loss_b, rel=1e-5) and kl_a == pytest.approx(kl_b, rel=1e-5, abs=1e-12)
+    assert (kl_a > 0) == (beta > 0)
+    assert all(torch.allclose(after_a[k], after_b[k], atol=1e-6) for k in after_a)
+    before = load_model(tiny_path)[0].state_dict()
+    assert any(not torch.equal(before[k], after_a[k]) for k in before)  # the step did move the weights
 
 
 def _weights(path):

@@ -100,6 +100,28 @@ def expert_completion(tokenizer, prompt: str, target: str, last: bool) -> list[i
     return ids
 
 
+def merge_duplicates(keys: list) -> tuple[list[int], list[float]]:
+    """The first member of each run of equal ``keys`` (prompt, completion ids, advantage), with how many
+    members it stands for. Training on it once with that weight gives the token-mean loss and gradient of
+    training on each copy, in one forward/backward instead of several: a group's expert copies
+    (``expert_samples``) always, and rollouts that write the expert's step token for token.
+
+    >>> merge_duplicates([("p", (1, 2), 1.0), ("p", (1, 2), 1.0), ("p", (3,), 1.0), ("q", (1, 2), 1.0)])
+    ([0, 2, 3], [2.0, 1.0, 1.0])
+    """
+    first: dict[Any, int] = {}
+    rows: list[int] = []
+    weights: list[float] = []
+    for i, key in enumerate(keys):
+        if key in first:
+            weights[first[key]] += 1.0
+        else:
+            first[key] = len(rows)
+            rows.append(i)
+            weights.append(1.0)
+    return rows, weights
+
+
 def group_advantages(normalized: list[float], group_size: int, negative_weight: float = 1.0) -> list[float]:
     """Each group centred on its mean (a no-op after the ``group`` normalizer; after ``batch`` or
     ``running`` it is what TRL does after them), below-average rollouts scaled by ``negative_weight``.
@@ -265,10 +287,14 @@ class StepGRPOTrainer:
             for group in optimizer.param_groups:
                 group["lr"] = lr
             if keep:
-                prompt_ids = [tokenizer(rendered[i], add_special_tokens=True)["input_ids"] for i in keep]
+                firsts, weights = merge_duplicates([(rendered[i], tuple(completions[i]), advantages[i])
+                                                    for i in keep])
+                train = [keep[j] for j in firsts]
+                prompt_ids = [tokenizer(rendered[i], add_special_tokens=True)["input_ids"] for i in train]
                 loss_value, kl_value = self._update(model, reference, optimizer, prompt_ids,
-                                                    [completions[i] for i in keep],
-                                                    [advantages[i] for i in keep], pad_id, controller.value)
+                                                    [completions[i] for i in train],
+                                                    [advantages[i] for i in train], pad_id, controller.value,
+                                                    weights)
             if cfg.beta > 0:
                 controller.update(kl_value, len(raw))
                 kl_history.append({"step": step + 1, "kl": kl_value, "beta": controller.value})
@@ -316,16 +342,19 @@ class StepGRPOTrainer:
         return picked
 
     def _update(self, model, reference, optimizer, prompt_ids, completion_ids, advantages, pad_id,
-                beta: float) -> tuple[float, float]:
-        """One optimizer step: token-level mean of -A * log p (+ beta * KL to the start), in micro-batches."""
+                beta: float, weights: list[float] | None = None) -> tuple[float, float]:
+        """One optimizer step: token-level mean of -A * log p (+ beta * KL to the start), in micro-batches.
+        ``weights``: how many identical members each row stands for (``merge_duplicates``); 1 each if None."""
         cfg = self.config
-        total_tokens = sum(len(c) for c in completion_ids)
+        weights = weights or [1.0] * len(completion_ids)
+        total_tokens = sum(w * len(c) for w, c in zip(weights, completion_ids, strict=True))
         micro = cfg.micro_batch_size or len(completion_ids)
         optimizer.zero_grad(set_to_none=True)
         loss_sum, kl_sum = 0.0, 0.0
         for s in range(0, len(completion_ids), micro):
             p, c = prompt_ids[s:s + micro], completion_ids[s:s + micro]
             adv = torch.tensor(advantages[s:s + micro], dtype=torch.float32, device=model.device).unsqueeze(1)
+            w = torch.tensor(weights[s:s + micro], dtype=torch.float32, device=model.device).unsqueeze(1)
             logp, mask = token_logprobs(model, p, c, pad_id, cfg.temperature)
             per_token = -adv * logp
             if reference is not None:
@@ -334,8 +363,8 @@ class StepGRPOTrainer:
                 delta = ref_logp - logp
                 kl = torch.exp(delta) - delta - 1.0  # k3 estimator, as TRL's GRPO
                 per_token = per_token + beta * kl
-                kl_sum += float((kl.detach() * mask).sum())
-            loss = (per_token * mask).sum() / total_tokens
+                kl_sum += float((w * kl.detach() * mask).sum())
+            loss = (w * per_token * mask).sum() / total_tokens
             loss.backward()
             loss_sum += float(loss.detach())
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
