@@ -101,7 +101,7 @@ def expert_completion(tokenizer, prompt: str, target: str, last: bool) -> list[i
 
 
 def merge_duplicates(keys: list) -> tuple[list[int], list[float]]:
-    """The first member of each run of equal ``keys`` (prompt, completion ids, advantage), with how many
+    """The first member of each set of equal ``keys`` (prompt, completion ids, advantage), with how many
     members it stands for. Training on it once with that weight gives the token-mean loss and gradient of
     training on each copy, in one forward/backward instead of several: a group's expert copies
     (``expert_samples``) always, and rollouts that write the expert's step token for token.

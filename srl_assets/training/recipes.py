@@ -48,7 +48,8 @@ RFT_DEFAULTS: dict[str, Any] = {"empty_round": "skip", "learning_rate": 3e-4, "p
 # compare's tasks, seeds 0-2 pooled), SRL-only beat the start in 6 of 7 types (GRPO: 5 of 7) and SRL->RLVR beat
 # RLVR-only in 4 of 7 (GRPO: 1 of 7); at lr 1e-3 the same update took every type below its start, with `field`
 # or `difflib` (docs/experiments.md, "SRL's step rewards for rejection sampling"). The pipeline's SRL stage keeps
-# GRPO until a demo measures it. The ``recipe_comparison`` asset's config takes its defaults from here too.
+# GRPO: a demo with 'rft' there put SRL above its base in 3 of 7 types, as GRPO's demos did in 3 to 5 (docs/
+# experiments.md, session 20). The ``recipe_comparison`` asset's config takes its defaults from here too.
 SRL_RECIPE_DEFAULTS: dict[str, Any] = {**SRL_DEFAULTS, "update": "rft"}
 # The comparison's settings a spec may leave out, with the defaults the ``recipe_comparison`` asset's config
 # takes from here too, so a spec without a field runs what the asset would have sent. budget_steps: optimizer
