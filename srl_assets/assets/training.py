@@ -100,11 +100,15 @@ _GRPOForRLVR = config_from_dataclass(GRPOStageConfig, "RLVRGRPOConfig", defaults
 _PPOForRLVR = config_from_dataclass(PPOConfig, "RLVRPPOConfig", defaults={"num_steps": 8, "max_new_tokens": 320,
                                                                          "save_steps": 4})
 _DPOForRLVR = config_from_dataclass(DPOStageConfig, "RLVRDPOConfig", defaults={"max_steps": 12, "max_new_tokens": 320})
-# 800 tasks per round, not RFTConfig's 400: from the bases of a demo (2026-12-02), 200 held-out tasks, one round of
-# 150 steps, building / sound / tree went 0.19 / 0.325 / 0.365 -> 0.255 / 0.355 / 0.41 with 400 and -> 0.29 / 0.39 /
-# 0.47 with 800 (about twice the verified samples), for 13-17 s more per type (docs/experiments.md). The recipe
-# comparison keeps 400 (RFT_DEFAULTS), the setting its tables were measured with.
-_RFTForRLVR = config_from_dataclass(RFTConfig, "RLVRRFTConfig", defaults={"prompts_per_round": 800})
+# Two rounds of 600 tasks with 120 fine-tuning steps each, not RFTConfig's one round of 400 x 150: RLVR is the
+# stage where the demo's compute pays most. From the seven bases of a clean-clone demo (da2bb55), 200 held-out tasks
+# per type, the mean pass rate after one round of 800 tasks (the default until 2026-12-03) was 0.581, after two
+# rounds of 500 x 100 steps 0.604, of 600 x 120 steps 0.615 and of 800 x 150 steps 0.628, for about +12, +8 and
+# +24 s per type (one round: 28 s); two rounds of 800 took the demo past 20 minutes. Spending the time on the base
+# instead does not pay: 1200 base SFT steps (not 1500) with two rounds of 800 gave 0.589 (docs/experiments.md,
+# session 21). The recipe comparison keeps one round of 400 (RFT_DEFAULTS), the setting its tables were measured with.
+_RFTForRLVR = config_from_dataclass(RFTConfig, "RLVRRFTConfig", defaults={
+    "rounds": 2, "prompts_per_round": 600, "sft_steps": 120})
 
 
 class RLVRConfig(dg.Config):
@@ -112,8 +116,9 @@ class RLVRConfig(dg.Config):
         "RLVR algorithm: grpo (TRL GRPOTrainer), ppo (the project's own), dpo (TRL DPOTrainer on verifier-ranked "
         "pairs) or rft (rejection-sampling fine-tuning on the policy's verified samples). rft is the default: on "
         "the tiny CPU default it is the one that beats the base model in the demo's minutes (README, Results)."))
-    n_tasks: int = Field(default=1000, description="Train-split tasks used as RLVR prompts: the stored task_examples, "
-                         "topped up with fresh ones from the DynamicExampleGenerator (RLVR needs only the verifier).")
+    n_tasks: int = Field(default=1200, description="Train-split tasks used as RLVR prompts: the stored task_examples, "
+                         "topped up with fresh ones from the DynamicExampleGenerator (RLVR needs only the verifier). RFT needs "
+                         "rounds x prompts_per_round of them (2 x 600 by default).")
     n_validation_tasks: int = Field(default=60, description="Fresh train-split tasks for best-checkpoint selection "
                                     "(GRPO's eval_steps); never the held-out eval split.")
     task_seed: int = Field(default=0, description="Seed of the fresh RLVR and validation tasks.")
