@@ -55,6 +55,15 @@ def test_wilson_interval_known_values(successes, n, expected):
     assert hi == pytest.approx(expected[1], abs=1e-4)
 
 
+def test_wilson_interval_contains_the_rate_at_every_count():
+    # In floats the bounds of n of n (and 0 of n) came out a hair inside the rate for some n (100, 300):
+    # a negative error bar that failed the report's plot.
+    for n in range(1, 501):
+        for successes in (0, 1, n - 1, n):
+            lo, hi = wilson_interval(successes, n)
+            assert 0.0 <= lo <= successes / n <= hi <= 1.0, (successes, n, lo, hi)
+
+
 @pytest.mark.parametrize("successes, n", [(11, 10), (-1, 10), (1, -1)])
 def test_wilson_interval_rejects_impossible_counts(successes, n):
     with pytest.raises(ValueError):
@@ -153,3 +162,12 @@ def test_plot_writes_png(tmp_path, reports, with_history):
     data = (tmp_path / "pass_rates.png").read_bytes()
     assert path == str(tmp_path / "pass_rates.png")
     assert data.startswith(b"\x89PNG") and len(data) > 1000
+
+
+def test_plot_takes_a_candidate_that_passed_every_task(tmp_path):
+    # 100 of 100: the Wilson upper bound must not fall below the rate (matplotlib refuses negative error bars).
+    perfect = [rec("rlvr", f"t{i}", "a", True, 1.0) for i in range(100)]
+    reports = PerformanceTracker().summarize(perfect, "facial", ["a"])
+    assert reports[0].ci_high == 1.0 and reports[0].pass_rate == 1.0
+    plot_pass_rates(reports, None, str(tmp_path / "pass_rates.png"))
+    assert (tmp_path / "pass_rates.png").read_bytes().startswith(b"\x89PNG")

@@ -111,8 +111,10 @@ def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, flo
     denom = 1.0 + z2 / n
     centre = (p + z2 / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / denom
-    # Clamp only rounding noise: mathematically the interval is always inside [0, 1].
-    return max(0.0, centre - half), min(1.0, centre + half)
+    # Clamp only rounding noise: mathematically the interval lies inside [0, 1] and contains p. In floats it may
+    # not: at 100 of 100 centre + half is 0.9999999999999999, and an error bar of p - high < 0 is refused by
+    # matplotlib (a demo's report failed on a candidate that passed every held-out task).
+    return min(p, max(0.0, centre - half)), max(p, min(1.0, centre + half))
 
 
 def skill_stat(passed: int, n: int, z: float = 1.96) -> SkillStat:
