@@ -54,10 +54,12 @@ def with_seed(run_config: dict[str, Any], seed: int) -> dict[str, Any]:
     return _with_op_config(run_config, "recipe_comparison", {"seed": seed}, override=True)
 
 
-def pooled_table(model_types: list[str], run_ids: dict[int, dict[str, str]], a: str, b: str) -> tuple[list[str], int]:
+def pooled_table(model_types: list[str], run_ids: dict[int, dict[str, str]], a: str,
+                 b: str) -> tuple[list[str], int, int]:
     """Recipe ``a`` against ``b`` per type: each seed's pass-rate difference, then the pooled one (the
-    seeds' discordant tasks added up) with the exact McNemar p on the sums; and how many types ``a`` beats
-    ``b`` in, pooled. ``run_ids``: {seed: {model type: this invocation's run id}}."""
+    seeds' discordant tasks added up) with the exact McNemar p on the sums; how many types ``a`` beats
+    ``b`` in, pooled, and in how many types every seed compared the two (a run without one of them: none).
+    ``run_ids``: {seed: {model type: this invocation's run id}}."""
     from resources.duckdb_store import DuckDBStore
     from srl_assets.assets.recipes import LABELS, PAIRWISE
     from srl_assets.performance.recipe_stats import mcnemar_exact
@@ -69,7 +71,7 @@ def pooled_table(model_types: list[str], run_ids: dict[int, dict[str, str]], a: 
     la, lb = LABELS[a], LABELS[b]
     lines = [f"| model type | {' | '.join(f'seed {s}' for s in seeds)} | pooled {la} − {lb} | tasks only {la} / "
              f"only {lb} passes | p |", "|---|" + "---:|" * (len(seeds) + 3)]
-    wins = 0
+    wins = compared = 0
     for model_type in model_types:
         rows = [pairwise[(pairwise.model_type == model_type) & (pairwise.comparison_id == run_ids[s][model_type])]
                 for s in seeds]
@@ -79,13 +81,30 @@ def pooled_table(model_types: list[str], run_ids: dict[int, dict[str, str]], a: 
         a_only, b_only = sum(int(r.a_only.iloc[0]) for r in rows), sum(int(r.b_only.iloc[0]) for r in rows)
         delta = (a_only - b_only) / sum(int(r.n_tasks.iloc[0]) for r in rows)
         wins += delta > 0
+        compared += 1
         lines.append(f"| {model_type} | {' | '.join(f'{r.delta.iloc[0]:+.3f}' for r in rows)} | {delta:+.3f} | "
                      f"{a_only} / {b_only} | {mcnemar_exact(a_only, b_only):.2g} |")
-    return lines, wins
+    return lines, wins, compared
 
 
-def comparison_table(model_types: list[str], run_ids: dict[str, str]) -> tuple[list[str], dict[str, int]]:
-    """The Markdown table of each type's comparison from this invocation's runs; and the win counts."""
+def verdict(what: str, wins: int, compared: int, n: int) -> str:
+    """``what`` in ``wins`` of the ``n`` types; a run that left one of the two recipes out says so instead of
+    counting a verdict it never measured as a loss.
+
+    >>> verdict("SRL-only beats the start", 0, 0, 7)
+    'SRL-only beats the start: not compared (a recipe left out)'
+    >>> verdict("SRL->RLVR beats RLVR-only", 5, 7, 7)
+    'SRL->RLVR beats RLVR-only in 5 of 7'
+    """
+    if compared == 0:
+        return f"{what}: not compared (a recipe left out)"
+    return f"{what} in {wins} of {n}" + ("" if compared == n else f" ({compared} compared)")
+
+
+def comparison_table(model_types: list[str], run_ids: dict[str, str]) -> tuple[list[str], dict[str, int],
+                                                                               dict[str, int]]:
+    """The Markdown table of each type's comparison from this invocation's runs; the win counts, and in how
+    many types each verdict's two recipes were both run."""
     from resources.duckdb_store import DuckDBStore
     from srl_assets.assets.recipes import HISTORY, PAIRWISE
     from srl_assets.settings import duckdb_path
@@ -96,6 +115,7 @@ def comparison_table(model_types: list[str], run_ids: dict[str, str]) -> tuple[l
              "SRL→RLVR − RLVR (p) | tasks |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     wins = {"srl_beats_start": 0, "srl_rlvr_beats_rlvr": 0}
+    compared = dict.fromkeys(wins, 0)
     for model_type in model_types:
         rows = history[(history.model_type == model_type) & (history.comparison_id == run_ids[model_type])]
         rate = rows.set_index("recipe").pass_rate.to_dict()
@@ -109,10 +129,12 @@ def comparison_table(model_types: list[str], run_ids: dict[str, str]) -> tuple[l
 
         wins["srl_beats_start"] += rate.get("srl", -1) > rate.get("start", 2)
         wins["srl_rlvr_beats_rlvr"] += rate.get("srl_rlvr", -1) > rate.get("rlvr", 2)
+        compared["srl_beats_start"] += {"srl", "start"} <= rate.keys()
+        compared["srl_rlvr_beats_rlvr"] += {"srl_rlvr", "rlvr"} <= rate.keys()
         cells = " | ".join(f"{rate[c]:.3f}" if c in rate else "—" for c in ORDER)
         lines.append(f"| {model_type} | {cells} | {versus('srl', 'start')} | {versus('srl_rlvr', 'rlvr')} | "
                      f"{int(rows.n_tasks.iloc[0])} |")
-    return lines, wins
+    return lines, wins, compared
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -141,22 +163,22 @@ def main(argv: list[str] | None = None) -> int:
         if runs is None:
             return 1
         run_ids[seed] = {model_type: run_id for model_type, (_, run_id) in runs.items()}
-        lines, wins = comparison_table(args.model_types, run_ids[seed])
+        lines, wins, compared = comparison_table(args.model_types, run_ids[seed])
         print("\nHeld-out verifier pass rate from one start" + ("" if seed is None else f" (seed {seed})") +
               " (greedy, the same fresh tasks for every recipe; p: exact McNemar):\n")
         print("\n".join(lines))
-        print(f"\nSRL-only beats the start in {wins['srl_beats_start']} of {n}; SRL→RLVR beats RLVR-only in "
-              f"{wins['srl_rlvr_beats_rlvr']} of {n}.")
+        print(f"\n{verdict('SRL-only beats the start', wins['srl_beats_start'], compared['srl_beats_start'], n)}; "
+              f"{verdict('SRL→RLVR beats RLVR-only', wins['srl_rlvr_beats_rlvr'], compared['srl_rlvr_beats_rlvr'], n)}.")
     if len(run_ids) > 1:  # only with --seeds: every key is a seed
         from srl_assets.assets.recipes import LABELS
 
         for a, b, what in (("srl", "start", "SRL-only beats the start"),
                            ("srl_rlvr", "rlvr", "SRL→RLVR beats RLVR-only")):
-            lines, wins = pooled_table(args.model_types, run_ids, a, b)
+            lines, wins, compared = pooled_table(args.model_types, run_ids, a, b)
             print(f"\n{LABELS[a]} − {LABELS[b]} over {len(run_ids)} starts per type (pooled: the seeds' "
                   "discordant tasks added up; the same tasks under every seed, so p is optimistic):\n")
             print("\n".join(lines))
-            print(f"\nPooled, {what} in {wins} of {n}.")
+            print(f"\nPooled, {verdict(what, wins, compared, n)}.")
     total = time.perf_counter() - started
     print(f"\nTotal {total / 60:.1f} min. Browse it all with `make ui`.")
     return 0

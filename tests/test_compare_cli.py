@@ -8,7 +8,8 @@ import pytest
 
 from resources.duckdb_store import DuckDBStore
 from srl_assets.assets.recipes import HISTORY, PAIRWISE
-from srl_assets.compare import TASK_SEED, comparison_table, main, pooled_table, with_fixed_draw, with_seed
+from srl_assets.compare import (TASK_SEED, comparison_table, main, pooled_table, verdict, with_fixed_draw,
+                                 with_seed)
 
 
 def _write(store: DuckDBStore, model_type: str, comparison_id: str, rates: dict[str, float],
@@ -33,19 +34,25 @@ def test_rows_come_from_this_runs_comparisons_and_wins_are_strict(store):
     _write(store, "plant", "new", {"start": 0.2, "sft": 0.3, "rlvr": 0.25, "srl": 0.3, "srl_rlvr": 0.25}, full)
     _write(store, "tree", "t1", {"start": 0.1, "sft": 0.2, "rlvr": 0.3, "srl": 0.1, "srl_rlvr": 0.35}, full)
 
-    lines, wins = comparison_table(["plant", "tree"], {"plant": "new", "tree": "t1"})
+    lines, wins, compared = comparison_table(["plant", "tree"], {"plant": "new", "tree": "t1"})
 
     assert lines[2] == "| plant | 0.200 | 0.300 | 0.250 | 0.300 | 0.250 | +0.100 (0.04) | +0.000 (0.5) | 200 |"
     assert lines[3].startswith("| tree | 0.100 | 0.200 | 0.300 | 0.100 | 0.350 | +0.000 (0.04) | +0.050 (0.5) |")
     # plant: SRL beats the start, SRL->RLVR only ties RLVR; tree: SRL ties the start, SRL->RLVR wins.
     assert wins == {"srl_beats_start": 1, "srl_rlvr_beats_rlvr": 1}
+    assert compared == {"srl_beats_start": 2, "srl_rlvr_beats_rlvr": 2}
 
 
-def test_a_recipe_left_out_shows_a_dash_and_counts_as_no_win(store):
+def test_a_recipe_left_out_shows_a_dash_and_its_verdict_says_not_compared(store):
     _write(store, "plant", "c", {"start": 0.2, "sft": 0.3}, {("sft", "start"): 0.3})
-    lines, wins = comparison_table(["plant"], {"plant": "c"})
+    lines, wins, compared = comparison_table(["plant"], {"plant": "c"})
     assert lines[2] == "| plant | 0.200 | 0.300 | — | — | — | — | — | 200 |"
     assert wins == {"srl_beats_start": 0, "srl_rlvr_beats_rlvr": 0}
+    assert compared == {"srl_beats_start": 0, "srl_rlvr_beats_rlvr": 0}
+    # A run without SRL-only must not read as "SRL-only beats the start in 0 of 7".
+    assert verdict("SRL-only beats the start", 0, 0, 7) == "SRL-only beats the start: not compared (a recipe left out)"
+    assert verdict("SRL-only beats the start", 0, 7, 7) == "SRL-only beats the start in 0 of 7"
+    assert verdict("SRL-only beats the start", 1, 3, 7) == "SRL-only beats the start in 1 of 7 (3 compared)"
 
 
 def test_the_task_draw_is_fixed_unless_the_preset_sets_one():
@@ -83,7 +90,7 @@ def test_pooling_adds_each_seeds_discordant_tasks_from_this_invocations_runs(sto
     _pairs(store, "tree", "t0", 3, 2)
     _pairs(store, "tree", "t1", 4, 3)
 
-    lines, wins = pooled_table(["plant", "tree"], {0: {"plant": "p0", "tree": "t0"},
+    lines, wins, compared = pooled_table(["plant", "tree"], {0: {"plant": "p0", "tree": "t0"},
                                                    1: {"plant": "p1", "tree": "t1"}}, "srl_rlvr", "rlvr")
 
     assert lines[0] == ("| model type | seed 0 | seed 1 | pooled SRL→RLVR − RLVR-only | tasks only SRL→RLVR / "
@@ -91,13 +98,13 @@ def test_pooling_adds_each_seeds_discordant_tasks_from_this_invocations_runs(sto
     # (19 - 25) / 400; exact McNemar on 19 of 44 discordant pairs.
     assert lines[2] == "| plant | +0.020 | -0.050 | -0.015 | 19 / 25 | 0.45 |"
     assert lines[3] == "| tree | +0.005 | +0.005 | +0.005 | 7 / 5 | 0.77 |"
-    assert wins == 1
+    assert (wins, compared) == (1, 2)
 
 
 def test_a_type_missing_from_a_seeds_runs_shows_dashes_and_no_win(store):
     _pairs(store, "plant", "p0", 30, 0)
-    lines, wins = pooled_table(["plant"], {0: {"plant": "p0"}, 1: {"plant": "gone"}}, "srl_rlvr", "rlvr")
-    assert lines[2] == "| plant | — | — | — | — | — |" and wins == 0
+    lines, wins, compared = pooled_table(["plant"], {0: {"plant": "p0"}, 1: {"plant": "gone"}}, "srl_rlvr", "rlvr")
+    assert lines[2] == "| plant | — | — | — | — | — |" and (wins, compared) == (0, 0)
 
 
 def test_a_seed_overrides_the_presets_and_keeps_the_rest():
