@@ -28,6 +28,9 @@ import yaml
 from srl_assets.demo import run_each
 
 ORDER = ("start", "sft", "rlvr", "srl", "srl_rlvr")
+# The issue's two verdicts: (key in the win counts, recipe a, recipe b, what "a beats b" says).
+VERDICTS = (("srl_beats_start", "srl", "start", "SRL-only beats the start"),
+            ("srl_rlvr_beats_rlvr", "srl_rlvr", "rlvr", "SRL→RLVR beats RLVR-only"))
 # The task draw `make compare` uses unless its --config sets one. task_examples seeds from the run id by
 # default (a fresh draw each run); which 160 trajectories train the start moved facial's start from 0.080 to
 # 0.285 between two runs, more than any recipe's gain. With the draw fixed, a rerun gives the same table.
@@ -114,8 +117,8 @@ def comparison_table(model_types: list[str], run_ids: dict[str, str]) -> tuple[l
     lines = ["| model type | start | SFT-only | RLVR-only | SRL-only | SRL→RLVR | SRL − start (p) | "
              "SRL→RLVR − RLVR (p) | tasks |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    wins = {"srl_beats_start": 0, "srl_rlvr_beats_rlvr": 0}
-    compared = dict.fromkeys(wins, 0)
+    wins = {key: 0 for key, *_ in VERDICTS}
+    compared = dict(wins)
     for model_type in model_types:
         rows = history[(history.model_type == model_type) & (history.comparison_id == run_ids[model_type])]
         rate = rows.set_index("recipe").pass_rate.to_dict()
@@ -127,10 +130,10 @@ def comparison_table(model_types: list[str], run_ids: dict[str, str]) -> tuple[l
             p = pairs[(pairs.a == a) & (pairs.b == b)].mcnemar_p.iloc[0]
             return f"{rate[a] - rate[b]:+.3f} ({p:.2g})"
 
-        wins["srl_beats_start"] += rate.get("srl", -1) > rate.get("start", 2)
-        wins["srl_rlvr_beats_rlvr"] += rate.get("srl_rlvr", -1) > rate.get("rlvr", 2)
-        compared["srl_beats_start"] += {"srl", "start"} <= rate.keys()
-        compared["srl_rlvr_beats_rlvr"] += {"srl_rlvr", "rlvr"} <= rate.keys()
+        for key, a, b, _ in VERDICTS:
+            if a in rate and b in rate:
+                compared[key] += 1
+                wins[key] += rate[a] > rate[b]
         cells = " | ".join(f"{rate[c]:.3f}" if c in rate else "—" for c in ORDER)
         lines.append(f"| {model_type} | {cells} | {versus('srl', 'start')} | {versus('srl_rlvr', 'rlvr')} | "
                      f"{int(rows.n_tasks.iloc[0])} |")
@@ -167,13 +170,11 @@ def main(argv: list[str] | None = None) -> int:
         print("\nHeld-out verifier pass rate from one start" + ("" if seed is None else f" (seed {seed})") +
               " (greedy, the same fresh tasks for every recipe; p: exact McNemar):\n")
         print("\n".join(lines))
-        print(f"\n{verdict('SRL-only beats the start', wins['srl_beats_start'], compared['srl_beats_start'], n)}; "
-              f"{verdict('SRL→RLVR beats RLVR-only', wins['srl_rlvr_beats_rlvr'], compared['srl_rlvr_beats_rlvr'], n)}.")
+        print("\n" + "; ".join(verdict(what, wins[key], compared[key], n) for key, _, _, what in VERDICTS) + ".")
     if len(run_ids) > 1:  # only with --seeds: every key is a seed
         from srl_assets.assets.recipes import LABELS
 
-        for a, b, what in (("srl", "start", "SRL-only beats the start"),
-                           ("srl_rlvr", "rlvr", "SRL→RLVR beats RLVR-only")):
+        for _, a, b, what in VERDICTS:
             lines, wins, compared = pooled_table(args.model_types, run_ids, a, b)
             print(f"\n{LABELS[a]} − {LABELS[b]} over {len(run_ids)} starts per type (pooled: the seeds' "
                   "discordant tasks added up; the same tasks under every seed, so p is optimistic):\n")

@@ -91,7 +91,7 @@ def test_pooling_adds_each_seeds_discordant_tasks_from_this_invocations_runs(sto
     _pairs(store, "tree", "t1", 4, 3)
 
     lines, wins, compared = pooled_table(["plant", "tree"], {0: {"plant": "p0", "tree": "t0"},
-                                                   1: {"plant": "p1", "tree": "t1"}}, "srl_rlvr", "rlvr")
+                                                             1: {"plant": "p1", "tree": "t1"}}, "srl_rlvr", "rlvr")
 
     assert lines[0] == ("| model type | seed 0 | seed 1 | pooled SRL→RLVR − RLVR-only | tasks only SRL→RLVR / "
                         "only RLVR-only passes | p |")
