@@ -48,11 +48,23 @@ class ChildProcessClient(dg.PipesSubprocessClient):
     Dagster's client starts every child with the parent's whole environment (a webserver's or
     daemon's secrets included). This one passes only the variables named in ``inherit`` (their
     values read when the child starts, never stored) plus what the caller passes for the job.
+
+    With ``warm_start``, a ``python -m ...`` child forks from a server of this process that imported the
+    training stack once (``srl_assets.training.warm_start``: the same command line, environment, stdio,
+    exit status and signals, 5 s less start-up per child on a 2-core machine); other commands
+    (``accelerate launch``) start as they are.
     """
 
-    def __init__(self, inherit: Sequence[str] = BASE_CHILD_ENV, **kwargs):
+    def __init__(self, inherit: Sequence[str] = BASE_CHILD_ENV, warm_start: Any = False, **kwargs):
+        """``warm_start``: True (a ``WarmStarter`` that preloads the training stack), False, or a
+        ``WarmStarter`` of the caller's."""
         super().__init__(**kwargs)
         self.inherit = tuple(inherit)
+        self.warm_starter = warm_start or None
+        if warm_start is True:
+            from srl_assets.training.warm_start import WarmStarter
+
+            self.warm_starter = WarmStarter()
 
     def child_env(self, env: Mapping[str, str] | None = None) -> dict[str, str]:
         return {**{k: os.environ[k] for k in self.inherit if k in os.environ}, **self.env, **(env or {})}
@@ -62,8 +74,10 @@ class ChildProcessClient(dg.PipesSubprocessClient):
         # Same as PipesSubprocessClient.run (dagster 1.13) but with child_env() for os.environ.
         with open_pipes_session(context=context, context_injector=self.context_injector,
                                 message_reader=self.message_reader, extras=extras) as session:
-            process = Popen(command, cwd=cwd or self.cwd,
-                            env={**self.child_env(env), **session.get_bootstrap_env_vars()})
+            child_env = {**self.child_env(env), **session.get_bootstrap_env_vars()}
+            if self.warm_starter is not None and not isinstance(command, str):
+                command = self.warm_starter.command(command, child_env)
+            process = Popen(command, cwd=cwd or self.cwd, env=child_env)
             try:
                 _wait_unless_canceled(context, process)
                 if process.returncode != 0:

@@ -75,7 +75,8 @@ def build_resources() -> dict:
         "wandb": _wandb(home),
         # Children get the variables they need, never the whole environment of the webserver or daemon.
         "paid": paid_resource_from_env(),
-        "pipes_subprocess_client": ChildProcessClient(inherit=child_env_names(checkpoint_uri)),
+        "pipes_subprocess_client": ChildProcessClient(inherit=child_env_names(checkpoint_uri),
+                                                      warm_start=settings.warm_start()),
     }
 
 

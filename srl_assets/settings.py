@@ -47,6 +47,15 @@ def policy_lore_k() -> int:
     return int(raw)
 
 
+def warm_start() -> bool:
+    """Whether training children fork from a server that imported torch, transformers and TRL once
+    (``srl_assets.training.warm_start``): ``SRL_WARM_START`` 1 (default) or 0 (every child cold)."""
+    raw = os.environ.get("SRL_WARM_START", "1")
+    if raw not in ("0", "1"):
+        raise ValueError(f"SRL_WARM_START must be 0 or 1, got {raw!r}")
+    return raw == "1"
+
+
 @dataclass(frozen=True)
 class TeacherSettings:
     kind: str
