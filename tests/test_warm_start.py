@@ -35,8 +35,9 @@ PROBE = textwrap.dedent("""
     if cmd == "raise":
         raise RuntimeError("the probe failed")
 """)
-# Imported by the server before it forks; every import appends a line to IMPORTS.
-HEAVY = "import os\nopen(os.environ['IMPORTS'], 'a').write(f'{os.getpid()}\\n')\n"
+# Imported by the server before it forks; every import appends a line to IMPORTS (and, as wandb does in
+# offline mode, prints to stdout).
+HEAVY = "import os\nprint('[INFO] imported heavy')\nopen(os.environ['IMPORTS'], 'a').write(f'{os.getpid()}\\n')\n"
 
 
 @pytest.fixture
@@ -93,7 +94,7 @@ def _check_warm_against_cold(tmp_path, probe_env, starter):
     for name, cmd in (("cold", cold_cmd), ("warm", warm_cmd), ("warm2", warm_cmd)):
         done = subprocess.run(cmd, env={**probe_env, "DAGSTER_PIPES_CONTEXT": name}, cwd=str(tmp_path),
                               capture_output=True, text=True, timeout=60)
-        results[name] = (done.returncode, json.loads(done.stdout), done.stderr)
+        results[name] = (done.returncode, json.loads(done.stdout.splitlines()[-1]), done.stderr)
     cold, warm, warm2 = results["cold"], results["warm"], results["warm2"]
     for code, info, err in (warm, warm2):
         assert code == cold[0] == 3
@@ -149,12 +150,12 @@ def test_what_the_server_cannot_serve_runs_cold(tmp_path, probe_env, starter):
     cmd = starter.command([sys.executable, "-m", "probe", "info"], probe_env)
     # another environment than the server's: refused, then run cold with the thin process's own environment
     done = subprocess.run(cmd, env={**probe_env, "PROBE": "other"}, capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0 and json.loads(done.stdout)["probe"] == "other"
-    assert "warm start refused" in done.stderr and json.loads(done.stdout)["ppid"] != _server_pid(starter)
+    assert done.returncode == 0 and json.loads(done.stdout.splitlines()[-1])["probe"] == "other"
+    assert "warm start refused" in done.stderr and json.loads(done.stdout.splitlines()[-1])["ppid"] != _server_pid(starter)
     # no server at all
     starter.close()
     done = subprocess.run(cmd, env=probe_env, capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0 and json.loads(done.stdout)["probe"] == "x"
+    assert done.returncode == 0 and json.loads(done.stdout.splitlines()[-1])["probe"] == "x"
     assert "warm start unavailable" in done.stderr
 
 
@@ -189,3 +190,21 @@ def test_the_pipes_client_runs_a_warm_child_and_reads_its_materialization(tmp_pa
     meta = result.get_asset_materialization_events()[0].materialization.metadata
     assert meta["job"].value == "j1"
     assert meta["ppid"].value == _server_pid(starter)
+
+
+def test_the_training_stack_preloads_in_a_training_childs_environment(tmp_path):
+    """The real server (torch, transformers, TRL and the stages imported) starts in the environment
+    run_child gives a training child, and serves the child's own entry point."""
+    env = {**{k: os.environ[k] for k in ("PATH", "HOME") if k in os.environ}, "HF_HUB_OFFLINE": "1",
+           "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1", "WANDB_MODE": "offline",
+           "WANDB_PROJECT": "srl-platform", "WANDB_DIR": str(tmp_path / "wandb")}
+    starter = WarmStarter(root=str(tmp_path))
+    try:
+        cmd = starter.command([sys.executable, "-m", "srl_assets.training.child", "--help"], env)
+        assert starter.servers and not starter.failed, "the training stack's server did not start"
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    finally:
+        starter.close()
+    assert done.returncode == 0, done.stderr
+    assert "usage:" in done.stdout and "--spec" in done.stdout
+    assert "cold" not in done.stderr

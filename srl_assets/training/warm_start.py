@@ -105,8 +105,8 @@ def _die_with_parent() -> None:
 class Server:
     """Forks a worker per request on a Unix socket; one request per connection."""
 
-    def __init__(self, path: str, key: str, parent_pid: int):
-        self.path, self.key, self.parent_pid = path, key, parent_pid
+    def __init__(self, path: str, key: str, parent_pid: int, ready_fd: int | None = None):
+        self.path, self.key, self.parent_pid, self.ready_fd = path, key, parent_pid, ready_fd
         self.start_cwd = os.getcwd()
         self.sel = selectors.DefaultSelector()
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -118,7 +118,9 @@ class Server:
         self.listener.bind(self.path)
         self.listener.listen(16)
         self.sel.register(self.listener, selectors.EVENT_READ, "accept")
-        print(f"ready {self.path}", flush=True)  # the launcher waits for this line
+        if self.ready_fd is not None:  # the launcher waits for this line (not on stdout: imports print there)
+            os.write(self.ready_fd, f"ready {self.path}\n".encode())
+            os.close(self.ready_fd)
         try:
             while os.getppid() == self.parent_pid:
                 for event, _ in self.sel.select(timeout=1.0):
@@ -274,7 +276,7 @@ def _run_module(argv: list[str]) -> int:
     return 0
 
 
-def serve(path: str, preload: Sequence[str] = PRELOAD) -> None:
+def serve(path: str, preload: Sequence[str] = PRELOAD, ready_fd: int | None = None) -> None:
     parent, key = os.getppid(), environment_key(os.environ)  # before the imports set their defaults
     for name in preload:
         importlib.import_module(name)
@@ -283,7 +285,7 @@ def serve(path: str, preload: Sequence[str] = PRELOAD) -> None:
     if threading.active_count() != 1:  # a fork would copy a process whose other threads hold locks
         raise RuntimeError(f"warm-start server: {threading.active_count()} threads after the imports "
                            f"({[t.name for t in threading.enumerate()]}); refusing to fork workers")
-    Server(path, key, parent).serve()
+    Server(path, key, parent, ready_fd).serve()
 
 
 # ------------------------------------------------------------------------------------------ thin client
@@ -377,10 +379,14 @@ class WarmStarter:
             self._dir = tempfile.mkdtemp(prefix="srl-warm-", dir=self.root)
         path = str(Path(self._dir) / f"{key}.sock")
         server_env = {k: v for k, v in env.items() if not k.startswith(PER_CHILD_PREFIXES)}
-        proc = subprocess.Popen([sys.executable, "-m", __name__, "--serve", path, "--preload", ",".join(self.preload)],
-                                env=server_env,
-                                stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, start_new_session=True)
-        if not self._wait_ready(proc):
+        ready_r, ready_w = os.pipe()
+        # stdout to /dev/null: what the imports print there ("Running in WANDB offline mode") is no child's
+        # output; errors go to stderr, the launcher's.
+        proc = subprocess.Popen([sys.executable, "-m", __name__, "--serve", path, "--preload", ",".join(self.preload),
+                                 "--ready-fd", str(ready_w)], env=server_env, pass_fds=(ready_w,),
+                                stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL, start_new_session=True)
+        os.close(ready_w)
+        if not self._wait_ready(ready_r):
             self.failed.add(key)
             proc.kill()
             proc.wait()
@@ -389,12 +395,12 @@ class WarmStarter:
         self.servers[key] = (proc, path)
         return path
 
-    def _wait_ready(self, proc) -> bool:
-        sel = selectors.DefaultSelector()
-        sel.register(proc.stdout, selectors.EVENT_READ)
-        ok = bool(sel.select(timeout=self.ready_timeout_s)) and proc.stdout.readline().startswith(b"ready ")
-        sel.close()
-        proc.stdout.close()
+    def _wait_ready(self, ready_fd: int) -> bool:
+        with os.fdopen(ready_fd, "rb") as ready:
+            sel = selectors.DefaultSelector()
+            sel.register(ready, selectors.EVENT_READ)
+            ok = bool(sel.select(timeout=self.ready_timeout_s)) and ready.readline().startswith(b"ready ")
+            sel.close()
         return ok
 
     def _stop(self, key: str) -> None:
@@ -427,12 +433,13 @@ def main(argv: list[str] | None = None) -> int:
     mode = parser.add_mutually_exclusive_group(required=True)
     mode.add_argument("--serve", metavar="SOCKET", help="import the training modules, then serve on SOCKET")
     mode.add_argument("--socket", help="run '-- -m MODULE ARGS' in a worker of the server on SOCKET")
+    parser.add_argument("--ready-fd", type=int, help="--serve: write 'ready SOCKET' to this descriptor once serving")
     parser.add_argument("--preload", help="--serve: comma-separated modules to import (default: the training "
                         "stages' modules)")
     args = parser.parse_args(argv)
     if args.serve:
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # unwind: stop the workers, remove the socket
-        serve(args.serve, args.preload.split(",") if args.preload else PRELOAD)
+        serve(args.serve, args.preload.split(",") if args.preload else PRELOAD, args.ready_fd)
         return 0
     if not rest:
         parser.error("the command to run goes after '--': -- -m MODULE [ARGS]")
