@@ -100,15 +100,17 @@ _GRPOForRLVR = config_from_dataclass(GRPOStageConfig, "RLVRGRPOConfig", defaults
 _PPOForRLVR = config_from_dataclass(PPOConfig, "RLVRPPOConfig", defaults={"num_steps": 8, "max_new_tokens": 320,
                                                                          "save_steps": 4})
 _DPOForRLVR = config_from_dataclass(DPOStageConfig, "RLVRDPOConfig", defaults={"max_steps": 12, "max_new_tokens": 320})
-# Two rounds of 600 tasks with 120 fine-tuning steps each, not RFTConfig's one round of 400 x 150: RLVR is the
+# Two rounds of 800 tasks with 150 fine-tuning steps each, not RFTConfig's one round of 400 x 150: RLVR is the
 # stage where the demo's compute pays most. From the seven bases of a clean-clone demo (da2bb55), 200 held-out tasks
 # per type, the mean pass rate after one round of 800 tasks (the default until 2026-12-03) was 0.581, after two
-# rounds of 500 x 100 steps 0.604, of 600 x 120 steps 0.615 and of 800 x 150 steps 0.628, for about +12, +8 and
-# +24 s per type (one round: 28 s); two rounds of 800 took the demo past 20 minutes. Spending the time on the base
-# instead does not pay: 1200 base SFT steps (not 1500) with two rounds of 800 gave 0.589 (docs/experiments.md,
-# session 21). The recipe comparison keeps one round of 400 (RFT_DEFAULTS), the setting its tables were measured with.
+# rounds of 500 x 100 steps 0.604, of 600 x 120 steps 0.615 and of 800 x 150 steps 0.628 (every type above one
+# round), for about +12, +8 and +24 s per type (one round: 28 s). Two rounds of 800 took a cold-started demo past 20
+# minutes; the warm-started training children (srl_assets/training/warm_start.py, ~23 s less per type) pay for
+# them. Spending the time on the base instead does not pay: 1200 base SFT steps (not 1500) with two rounds of 800
+# gave 0.589 (docs/experiments.md, session 21). The recipe comparison keeps one round of 400 (RFT_DEFAULTS), the
+# setting its tables were measured with.
 _RFTForRLVR = config_from_dataclass(RFTConfig, "RLVRRFTConfig", defaults={
-    "rounds": 2, "prompts_per_round": 600, "sft_steps": 120})
+    "rounds": 2, "prompts_per_round": 800, "sft_steps": 150})
 
 
 class RLVRConfig(dg.Config):
@@ -116,9 +118,9 @@ class RLVRConfig(dg.Config):
         "RLVR algorithm: grpo (TRL GRPOTrainer), ppo (the project's own), dpo (TRL DPOTrainer on verifier-ranked "
         "pairs) or rft (rejection-sampling fine-tuning on the policy's verified samples). rft is the default: on "
         "the tiny CPU default it is the one that beats the base model in the demo's minutes (README, Results)."))
-    n_tasks: int = Field(default=1200, description="Train-split tasks used as RLVR prompts: the stored task_examples, "
+    n_tasks: int = Field(default=1600, description="Train-split tasks used as RLVR prompts: the stored task_examples, "
                          "topped up with fresh ones from the DynamicExampleGenerator (RLVR needs only the verifier). RFT needs "
-                         "rounds x prompts_per_round of them (2 x 600 by default).")
+                         "rounds x prompts_per_round of them (2 x 800 by default).")
     n_validation_tasks: int = Field(default=60, description="Fresh train-split tasks for best-checkpoint selection "
                                     "(GRPO's eval_steps); never the held-out eval split.")
     task_seed: int = Field(default=0, description="Seed of the fresh RLVR and validation tasks.")
