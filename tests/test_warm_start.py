@@ -208,3 +208,15 @@ def test_the_training_stack_preloads_in_a_training_childs_environment(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "usage:" in done.stdout and "--spec" in done.stdout
     assert "cold" not in done.stderr
+
+
+def test_a_server_whose_imports_start_a_thread_refuses_and_children_run_cold(tmp_path, probe_env):
+    (tmp_path / "mods" / "threaded.py").write_text(
+        "import threading, time\nthreading.Thread(target=time.sleep, args=(60,), daemon=True).start()\n")
+    starter = WarmStarter(root=str(tmp_path), preload=["threaded"])
+    try:
+        cmd = [sys.executable, "-m", "probe", "info"]
+        assert starter.command(cmd, probe_env) == cmd  # a fork would copy the other thread's locks
+        assert starter.failed and not starter.servers
+    finally:
+        starter.close()

@@ -285,6 +285,9 @@ def serve(path: str, preload: Sequence[str] = PRELOAD, ready_fd: int | None = No
     if threading.active_count() != 1:  # a fork would copy a process whose other threads hold locks
         raise RuntimeError(f"warm-start server: {threading.active_count()} threads after the imports "
                            f"({[t.name for t in threading.enumerate()]}); refusing to fork workers")
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_initialized():  # CUDA cannot be used again in a forked child
+        raise RuntimeError("warm-start server: an import initialized CUDA; refusing to fork workers")
     Server(path, key, parent, ready_fd).serve()
 
 
