@@ -159,6 +159,19 @@ def test_what_the_server_cannot_serve_runs_cold(tmp_path, probe_env, starter):
     assert "warm start unavailable" in done.stderr
 
 
+def test_a_long_working_folder_keeps_the_socket_path_short(tmp_path, probe_env):
+    root = tmp_path / ("x" * 120)  # pytest-xdist's tmp_path plus a long test name came to over 107 bytes
+    root.mkdir()
+    starter = WarmStarter(root=str(root), preload=["heavy"])
+    try:
+        cmd = starter.command([sys.executable, "-m", "probe", "info"], probe_env)
+        assert starter.servers and not starter.failed
+        done = subprocess.run(cmd, env=probe_env, capture_output=True, text=True, timeout=60)
+        assert json.loads(done.stdout.splitlines()[-1])["ppid"] == _server_pid(starter)
+    finally:
+        starter.close()
+
+
 def test_only_python_module_commands_are_warm_started(probe_env, starter):
     for cmd in ([sys.executable, "-c", "print(1)"], ["accelerate", "launch", "-m", "x"], [sys.executable, "-m"]):
         assert starter.command(cmd, probe_env) == cmd

@@ -55,6 +55,7 @@ PER_CHILD_PREFIXES = ("DAGSTER_PIPES_",)
 HEADER = struct.Struct("!I")
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 PR_SET_PDEATHSIG = 1
+MAX_SOCKET_DIR = 80  # + "/<16 hex>.sock" stays under AF_UNIX's 107 bytes; a longer folder moves to /tmp
 
 
 def environment_key(env: Mapping[str, str]) -> str:
@@ -380,6 +381,9 @@ class WarmStarter:
             self._stop(next(iter(self.servers)))
         if self._dir is None:
             self._dir = tempfile.mkdtemp(prefix="srl-warm-", dir=self.root)
+            if len(self._dir) > MAX_SOCKET_DIR:  # a Unix socket's path has at most 107 bytes
+                os.rmdir(self._dir)
+                self._dir = tempfile.mkdtemp(prefix="srl-warm-", dir="/tmp")
         path = str(Path(self._dir) / f"{key}.sock")
         server_env = {k: v for k, v in env.items() if not k.startswith(PER_CHILD_PREFIXES)}
         ready_r, ready_w = os.pipe()
