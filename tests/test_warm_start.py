@@ -233,3 +233,20 @@ def test_a_server_whose_imports_start_a_thread_refuses_and_children_run_cold(tmp
         assert starter.failed and not starter.servers
     finally:
         starter.close()
+
+
+def test_a_server_stops_and_cleans_up_when_its_launcher_is_killed(tmp_path, probe_env):
+    launcher = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import sys, time
+        from srl_assets.training.warm_start import WarmStarter
+        warm = WarmStarter(root={str(tmp_path)!r}, preload=["heavy"])
+        warm.command([sys.executable, "-m", "probe", "info"], {probe_env!r})
+        (proc, path), = warm.servers.values()
+        print(proc.pid, path, flush=True)
+        time.sleep(120)
+    """)], stdout=subprocess.PIPE, text=True)
+    server, path = launcher.stdout.readline().split()
+    launcher.kill()  # no atexit: the server notices on its own
+    launcher.wait(timeout=20)
+    assert _wait_gone(int(server))
+    assert not os.path.exists(os.path.dirname(path)), "the socket folder stays behind"

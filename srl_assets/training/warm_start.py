@@ -138,6 +138,10 @@ class Server:
             self.listener.close()
             if os.path.exists(self.path):
                 os.unlink(self.path)
+            try:  # the launcher's folder, when this was its last server (a launcher killed hard cannot)
+                os.rmdir(os.path.dirname(self.path))
+            except OSError:
+                pass
 
     def _accept(self) -> None:
         conn, _ = self.listener.accept()
