@@ -21,6 +21,8 @@ from dagster._core.pipes.utils import open_pipes_session
 from dagster._utils import send_interrupt
 from pydantic import Field
 
+from srl_assets.training.warm_start import WarmStarter  # standard library only: light for every run process
+
 # What every child inherits from the parent's environment: how to find Python, its packages and
 # the accelerators, nothing that authenticates. Credentials reach a child only when its job needs
 # them (the checkpoint store's AWS variables, the wandb key in online mode).
@@ -55,16 +57,12 @@ class ChildProcessClient(dg.PipesSubprocessClient):
     (``accelerate launch``) start as they are.
     """
 
-    def __init__(self, inherit: Sequence[str] = BASE_CHILD_ENV, warm_start: Any = False, **kwargs):
+    def __init__(self, inherit: Sequence[str] = BASE_CHILD_ENV, warm_start: bool | WarmStarter = False, **kwargs):
         """``warm_start``: True (a ``WarmStarter`` that preloads the training stack), False, or a
         ``WarmStarter`` of the caller's."""
         super().__init__(**kwargs)
         self.inherit = tuple(inherit)
-        self.warm_starter = warm_start or None
-        if warm_start is True:
-            from srl_assets.training.warm_start import WarmStarter
-
-            self.warm_starter = WarmStarter()
+        self.warm_starter: WarmStarter | None = WarmStarter() if warm_start is True else (warm_start or None)
 
     def child_env(self, env: Mapping[str, str] | None = None) -> dict[str, str]:
         return {**{k: os.environ[k] for k in self.inherit if k in os.environ}, **self.env, **(env or {})}

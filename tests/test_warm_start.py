@@ -250,3 +250,15 @@ def test_a_server_stops_and_cleans_up_when_its_launcher_is_killed(tmp_path, prob
     launcher.wait(timeout=20)
     assert _wait_gone(int(server))
     assert not os.path.exists(os.path.dirname(path)), "the socket folder stays behind"
+
+
+def test_srl_warm_start_takes_0_or_1_and_names_itself_otherwise(monkeypatch):
+    from srl_assets import settings
+
+    monkeypatch.delenv("SRL_WARM_START", raising=False)
+    assert settings.warm_start() is True
+    monkeypatch.setenv("SRL_WARM_START", "0")
+    assert settings.warm_start() is False
+    monkeypatch.setenv("SRL_WARM_START", "yes")
+    with pytest.raises(ValueError, match="SRL_WARM_START must be 0 or 1, got 'yes'"):
+        settings.warm_start()
