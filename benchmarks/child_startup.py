@@ -1,11 +1,10 @@
-"""Training-child start-up: a cold ``python -m srl_assets.training.child`` against a warm-started one
-(srl_assets/training/warm_start.py), side by side.
+"""Training-child start-up: a cold child against a warm-started one (srl_assets/training/warm_start.py),
+side by side.
 
 Each child runs ``python -m srl_assets.models.sft`` (the base stage's trainer module, which imports TRL's
 ``SFTTrainer``, transformers and torch, and does nothing else), so what is timed is the start-up a stage
 pays before its first step: the interpreter and those imports (cold), or a fork from the server that
-imported them (warm). The server's own start
-(the imports, once per run and environment) is printed apart. The environment is a training child's
+imported them (warm). The server's own start (the imports, once per run and environment) is printed apart. The environment is a training child's
 (run_child's variables: offline Hugging Face and wandb, the allocator settings). Not a test: about a
 minute on 2 cores. The last line is ``speedup: N.NNx`` (cold over warm, median per child).
 
@@ -22,13 +21,13 @@ import sys
 import tempfile
 import time
 
+from srl_assets.assets.training_support import MALLOC_ENV
 from srl_assets.training.warm_start import WarmStarter
 
 
 def child_env(wandb_dir: str) -> dict[str, str]:
     env = {k: os.environ[k] for k in ("PATH", "HOME", "LANG") if k in os.environ}
-    return {**env, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1",
-            "MALLOC_MMAP_THRESHOLD_": "33554432", "MALLOC_TRIM_THRESHOLD_": "1073741824",
+    return {**env, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1", **MALLOC_ENV,
             "WANDB_MODE": "offline", "WANDB_PROJECT": "srl-platform", "WANDB_DIR": wandb_dir}
 
 

@@ -73,7 +73,7 @@ class ChildProcessClient(dg.PipesSubprocessClient):
         with open_pipes_session(context=context, context_injector=self.context_injector,
                                 message_reader=self.message_reader, extras=extras) as session:
             child_env = {**self.child_env(env), **session.get_bootstrap_env_vars()}
-            if self.warm_starter is not None and not isinstance(command, str):
+            if self.warm_starter is not None:
                 command = self.warm_starter.command(command, child_env)
             process = Popen(command, cwd=cwd or self.cwd, env=child_env)
             try:

@@ -175,7 +175,8 @@ def test_a_long_working_folder_keeps_the_socket_path_short(tmp_path, probe_env):
 
 
 def test_only_python_module_commands_are_warm_started(probe_env, starter):
-    for cmd in ([sys.executable, "-c", "print(1)"], ["accelerate", "launch", "-m", "x"], [sys.executable, "-m"]):
+    for cmd in ([sys.executable, "-c", "print(1)"], ["accelerate", "launch", "-m", "x"], [sys.executable, "-m"],
+                f"{sys.executable} -m probe info"):
         assert starter.command(cmd, probe_env) == cmd
     assert not starter.servers
 

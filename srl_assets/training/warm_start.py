@@ -349,7 +349,7 @@ class WarmStarter:
     """Starts and keeps servers (one per child environment) for a launching process.
 
     ``command(cmd, env)`` returns the thin-process command for a ``[python, -m, module, ...]`` command
-    (anything else comes back unchanged), starting the environment's server first; a server that
+    (anything else, a shell string included, comes back unchanged), starting the environment's server first; a server that
     fails to start leaves the commands cold. Servers stop when this process exits.
     """
 
@@ -362,10 +362,9 @@ class WarmStarter:
         self._dir: str | None = None
         atexit.register(self.close)
 
-    def command(self, command: Sequence[str], env: Mapping[str, str]) -> list[str]:
-        command = list(command)
-        if len(command) < 3 or command[0] != sys.executable or command[1] != "-m":
-            return command
+    def command(self, command: str | Sequence[str], env: Mapping[str, str]) -> str | list[str]:
+        if isinstance(command, str) or len(command) < 3 or command[0] != sys.executable or command[1] != "-m":
+            return command  # a shell string, accelerate launch, python -c: as it is
         path = self._server(env)
         if path is None:
             return command
@@ -415,12 +414,14 @@ class WarmStarter:
         return ok
 
     def _stop(self, key: str) -> None:
+        from subprocess import TimeoutExpired
+
         proc, _ = self.servers.pop(key)
         if proc.poll() is None:
             proc.terminate()
             try:
                 proc.wait(timeout=10)
-            except Exception:  # noqa: BLE001 - it goes either way
+            except TimeoutExpired:
                 proc.kill()
                 proc.wait()
 
