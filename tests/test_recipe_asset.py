@@ -129,11 +129,17 @@ def test_compare_job_selects_the_data_it_needs():
 
 
 def test_the_comparisons_srl_is_the_pipeline_stages_but_selects_by_rejection_sampling():
-    """make compare's SRL: update 'rft' (docs/experiments.md, "SRL's step rewards for rejection sampling");
-    the pipeline's SRL stage keeps GRPO; every other SRL setting is the stage's."""
+    """make compare's SRL: update 'rft' (docs/experiments.md, "SRL's step rewards for rejection sampling") on
+    48 step instances x 4 members at 3e-4 ("Three times the expert steps per SRL step"): the stage's rollouts
+    per step (48 x 2 = 16 x 6); the pipeline's SRL stage keeps GRPO; every other SRL setting is the stage's."""
     from srl_assets.assets.recipes import RecipeComparisonConfig
     from srl_assets.assets.training import SRLStageConfig
 
     compare, stage = RecipeComparisonConfig().srl.model_dump(), SRLStageConfig().model_dump()
     assert compare["update"] == "rft" and stage["update"] == "grpo"
-    assert {k: v for k, v in compare.items() if k != "update"} == {k: v for k, v in stage.items() if k != "update"}
+    assert (compare["prompts_per_step"], compare["num_generations"], compare["learning_rate"]) == (48, 4, 3e-4)
+    rollouts = {name: c["prompts_per_step"] * (c["num_generations"] - c["expert_samples"])
+                for name, c in (("compare", compare), ("stage", stage))}
+    assert rollouts["compare"] == rollouts["stage"] == 96
+    own = {"update", "prompts_per_step", "num_generations", "learning_rate"}
+    assert {k: v for k, v in compare.items() if k not in own} == {k: v for k, v in stage.items() if k not in own}

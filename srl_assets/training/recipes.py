@@ -50,7 +50,14 @@ RFT_DEFAULTS: dict[str, Any] = {"empty_round": "skip", "learning_rate": 3e-4, "p
 # or `difflib` (docs/experiments.md, "SRL's step rewards for rejection sampling"). The pipeline's SRL stage keeps
 # GRPO: a demo with 'rft' there put SRL above its base in 3 of 7 types, as GRPO's demos did in 3 to 5 (docs/
 # experiments.md, session 20). The ``recipe_comparison`` asset's config takes its defaults from here too.
-SRL_RECIPE_DEFAULTS: dict[str, Any] = {**SRL_DEFAULTS, "update": "rft"}
+# - prompts_per_step 48 x num_generations 4 (2 of them the expert's step), learning_rate 3e-4, not the stage's
+#   16 x 8 at 1e-4: the same rollouts per step (48 x 2 = 16 x 6 = 96), so the same generated tokens, but three
+#   times the distinct expert steps per likelihood step, at three times the rate (the same step per example).
+#   Seed 0 of make compare: SRL-only beat the start in 6 of 7 (16 x 8 at 1e-4: 2 of 7; 48 x 4 at 1e-4: 4 of 7),
+#   SRL->RLVR beat RLVR-only in 6 of 7 (5 of 7; 2 of 7) (docs/experiments.md, "Three times the expert steps
+#   per SRL step").
+SRL_RECIPE_DEFAULTS: dict[str, Any] = {**SRL_DEFAULTS, "update": "rft", "prompts_per_step": 48, "num_generations": 4,
+                                       "learning_rate": 3e-4}
 # The comparison's settings a spec may leave out, with the defaults the ``recipe_comparison`` asset's config
 # takes from here too, so a spec without a field runs what the asset would have sent. budget_steps: optimizer
 # steps per recipe (the matched compute; SRL->RLVR: srl_share of them SRL, the rest RFT); sft_*: SFT-only's.
