@@ -54,8 +54,8 @@ RFT_DEFAULTS: dict[str, Any] = {"empty_round": "skip", "learning_rate": 3e-4, "p
 #   16 x 8 at 1e-4: the same rollouts per step (48 x 2 = 16 x 6 = 96), so the same generated tokens, but three
 #   times the distinct expert steps per likelihood step, at three times the rate (the same step per example).
 #   Seed 0 of make compare: SRL-only beat the start in 6 of 7 (16 x 8 at 1e-4: 2 of 7; 48 x 4 at 1e-4: 4 of 7),
-#   SRL->RLVR beat RLVR-only in 6 of 7 (5 of 7; 2 of 7) (docs/experiments.md, "Three times the expert steps
-#   per SRL step").
+#   SRL->RLVR beat RLVR-only in 6 of 7 (5 of 7; 2 of 7); pooled over seeds 0-2, 6 of 7 (4 significant; 16 x 8:
+#   6, 2 significant) and 4 of 7 (16 x 8: 4) (docs/experiments.md, "Three times the expert steps per SRL step").
 SRL_RECIPE_DEFAULTS: dict[str, Any] = {**SRL_DEFAULTS, "update": "rft", "prompts_per_step": 48, "num_generations": 4,
                                        "learning_rate": 3e-4}
 # The comparison's settings a spec may leave out, with the defaults the ``recipe_comparison`` asset's config
