@@ -4,9 +4,9 @@ side by side.
 Each child runs ``python -m srl_assets.models.sft`` (the base stage's trainer module, which imports TRL's
 ``SFTTrainer``, transformers and torch, and does nothing else), so what is timed is the start-up a stage
 pays before its first step: the interpreter and those imports (cold), or a fork from the server that
-imported them (warm). The server's own start (the imports, once per run and environment) is printed apart. The environment is a training child's
-(run_child's variables: offline Hugging Face and wandb, the allocator settings). Not a test: about a
-minute on 2 cores. The last line is ``speedup: N.NNx`` (cold over warm, median per child).
+imported them (warm). The server's own start (the imports, once per run and environment) is printed apart.
+The environment is a training child's (``child_env``, as run_child sets it, with wandb offline). Not a test:
+about a minute on 2 cores. The last line is ``speedup: N.NNx`` (cold over warm, median per child).
 
     .venv/bin/python benchmarks/child_startup.py [--children 5]
 """
@@ -21,14 +21,9 @@ import sys
 import tempfile
 import time
 
-from srl_assets.assets.training_support import MALLOC_ENV
+from resources.wandb_resource import WandbResource
+from srl_assets.assets.training_support import child_env
 from srl_assets.training.warm_start import WarmStarter
-
-
-def child_env(wandb_dir: str) -> dict[str, str]:
-    env = {k: os.environ[k] for k in ("PATH", "HOME", "LANG") if k in os.environ}
-    return {**env, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1", **MALLOC_ENV,
-            "WANDB_MODE": "offline", "WANDB_PROJECT": "srl-platform", "WANDB_DIR": wandb_dir}
 
 
 def run_once(command: list[str], env: dict[str, str]) -> float:
@@ -48,7 +43,8 @@ def main() -> None:
     args = parser.parse_args()
     cold_cmd = [sys.executable, "-m", "srl_assets.models.sft"]
     with tempfile.TemporaryDirectory() as tmp:
-        env = child_env(tmp)
+        env = {**{k: os.environ[k] for k in ("PATH", "HOME", "LANG") if k in os.environ},
+               **child_env(WandbResource(mode="offline", dir=tmp))}
         cold = [run_once(cold_cmd, env) for _ in range(args.children)]
         starter = WarmStarter(root=tmp)
         start = time.perf_counter()

@@ -31,6 +31,13 @@ CHECKPOINTS_TABLE = "checkpoints"
 MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "33554432", "MALLOC_TRIM_THRESHOLD_": "1073741824"}
 
 
+def child_env(wandb: WandbResource) -> dict[str, str]:
+    """What a training child's environment adds to the Pipes client's: offline Hugging Face, unbuffered output,
+    the allocator settings (a value already in the environment wins) and the wandb run's variables."""
+    return {"HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"), "TOKENIZERS_PARALLELISM": "false",
+            "PYTHONUNBUFFERED": "1", **{k: os.environ.get(k, v) for k, v in MALLOC_ENV.items()}, **wandb.run_env()}
+
+
 def run_child(context: dg.AssetExecutionContext, pipes: dg.PipesSubprocessClient, training: TrainingResource,
               wandb: WandbResource, stage: str, rows: list[dict[str, Any]], config: dict[str, Any],
               identity: dict[str, Any], model_path: str | None = None,
@@ -47,8 +54,7 @@ def run_child(context: dg.AssetExecutionContext, pipes: dg.PipesSubprocessClient
             "out_dir": str(out_dir), "data": str(work_dir / "input.jsonl"), "config": config,
             "model_path": model_path, "report_to": report_to}
     (work_dir / "spec.json").write_text(json.dumps(spec))
-    env = {"HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"), "TOKENIZERS_PARALLELISM": "false",
-           "PYTHONUNBUFFERED": "1", **{k: os.environ.get(k, v) for k, v in MALLOC_ENV.items()}, **wandb.run_env()}
+    env = child_env(wandb)
     context.log.info(f"{stage}/{model_type}: child in {work_dir}")
     if training.job_store_uri:  # self-contained: the job travels in the extras, files through the store
         job = training.portable_job(spec, rules_dir)

@@ -349,8 +349,8 @@ class WarmStarter:
     """Starts and keeps servers (one per child environment) for a launching process.
 
     ``command(cmd, env)`` returns the thin-process command for a ``[python, -m, module, ...]`` command
-    (anything else, a shell string included, comes back unchanged), starting the environment's server first; a server that
-    fails to start leaves the commands cold. Servers stop when this process exits.
+    (anything else, a shell string included, comes back unchanged), starting the environment's server first;
+    a server that fails to start leaves the commands cold. Servers stop when this process exits.
     """
 
     def __init__(self, root: str | None = None, ready_timeout_s: float = 180.0, max_servers: int = 2,
