@@ -128,18 +128,15 @@ def test_compare_job_selects_the_data_it_needs():
     assert "base_model" not in keys and "rlvr_checkpoint" not in keys
 
 
-def test_the_comparisons_srl_is_the_pipeline_stages_but_selects_by_rejection_sampling():
-    """make compare's SRL: update 'rft' (docs/experiments.md, "SRL's step rewards for rejection sampling") on
-    48 step instances x 4 members at 3e-4 ("Three times the expert steps per SRL step"): the stage's rollouts
-    per step (48 x 2 = 16 x 6); the pipeline's SRL stage keeps GRPO; every other SRL setting is the stage's."""
+def test_the_comparisons_srl_is_the_pipeline_stages():
+    """make compare's SRL and the pipeline's SRL stage are one setting: update 'rft' on 48 step instances x 4
+    members at 3e-4 (docs/experiments.md, "Three times the expert steps per SRL step" and "An SRL stage that
+    shows its effect"); the comparison's budget sets its steps, the stage runs 60."""
     from srl_assets.assets.recipes import RecipeComparisonConfig
-    from srl_assets.assets.training import SRLStageConfig
+    from srl_assets.assets.training import SRLConfig, SRLStageConfig
 
     compare, stage = RecipeComparisonConfig().srl.model_dump(), SRLStageConfig().model_dump()
-    assert compare["update"] == "rft" and stage["update"] == "grpo"
-    assert (compare["prompts_per_step"], compare["num_generations"], compare["learning_rate"]) == (48, 4, 3e-4)
-    rollouts = {name: c["prompts_per_step"] * (c["num_generations"] - c["expert_samples"])
-                for name, c in (("compare", compare), ("stage", stage))}
-    assert rollouts["compare"] == rollouts["stage"] == 96
-    own = {"update", "prompts_per_step", "num_generations", "learning_rate"}
-    assert {k: v for k, v in compare.items() if k not in own} == {k: v for k, v in stage.items() if k not in own}
+    assert compare == stage
+    assert {k: v for k, v in SRLConfig().model_dump().items() if k != "step_rows"} == stage
+    assert (stage["update"], stage["prompts_per_step"], stage["num_generations"], stage["expert_samples"],
+            stage["learning_rate"], stage["max_steps"]) == ("rft", 48, 4, 2, 3e-4, 60)

@@ -226,16 +226,21 @@ class StepSRLConfig:
 
 
 # The pipeline's SRL stage (srl_assets/assets/training.py, SRLStageConfig / SRLConfig); the recipe comparison
-# starts from it too (srl_assets/training/recipes.py, SRL_RECIPE_DEFAULTS).
-# Measured on plant from a 600-step start (200 held-out tasks, 60 steps; README, Recipe comparison):
-# lr 1e-4 at T 0.7 with `field` 0.075 -> 0.095; `difflib` 0.085; lr 2e-4 0.07; T 1.0 lr 3e-4 0.03, lr 3e-5 0.08.
-# 20 steps in the demo: on this model more SRL steps did not raise the held-out pass rate (docs/experiments.md,
-# "Why SRL does not beat its start here"); the time goes to the base's SFT, which did.
-# expert_samples 2 (2 of each group's 8 members are the expert's step): from `make compare`'s starts, SRL-only
-# moved from above the start in 0 of 7 types to 3 of 7, and scored above the paper's on-policy SRL
-# (expert_samples 0) in 5 of 7 types, level in 1 (docs/experiments.md, "Expert steps in SRL's groups").
-SRL_DEFAULTS: dict[str, Any] = {"learning_rate": 1e-4, "temperature": 0.7, "reward": "field", "max_steps": 20,
-                                "expert_samples": 2}
+# runs the same SRL (srl_assets/training/recipes.py, SRL_RECIPE_DEFAULTS), its steps set by its budget.
+# - update 'rft': a likelihood step on the group members whose `field` step reward reaches 1.0 (the expert's
+#   steps and the rollouts that match them) instead of GRPO's policy gradient, on 48 step instances x 4 members
+#   (2 the expert's) at 3e-4, 60 steps. From the seven bases of a clean-clone demo (c69fb1f), 200 held-out tasks
+#   per type (benchmarks/srl_budget.py): SRL above its base in 6 of 7 (mean +0.044, personality and plant with
+#   p < 0.002), where GRPO on 16 x 8 at 1e-4 for 20 steps (the stage until 2026-12-03) moved no type by more than
+#   0.035 (mean +0.002) and 20 of the new steps by -0.07 to +0.055; the pipeline's RLVR after it ended above RLVR
+#   after the old stage in 6 of 7 and above RLVR from the base in 7 of 7 (mean 0.614 against 0.555 and 0.546), for
+#   about 22 s more per type (docs/experiments.md, "An SRL stage that shows its effect").
+# - expert_samples 2 of each group's members are the expert's step: from `make compare`'s starts, SRL-only moved
+#   from above the start in 0 of 7 types to 3 of 7 (docs/experiments.md, "Expert steps in SRL's groups").
+# - temperature 0.7 and the `field` step reward: measured on plant from a 600-step start (README, Recipe
+#   comparison): lr 1e-4 at T 0.7 with `field` 0.075 -> 0.095, `difflib` 0.085; T 1.0 lr 3e-4 0.03.
+SRL_DEFAULTS: dict[str, Any] = {"update": "rft", "prompts_per_step": 48, "num_generations": 4, "expert_samples": 2,
+                                "learning_rate": 3e-4, "max_steps": 60, "temperature": 0.7, "reward": "field"}
 
 
 @dataclass

@@ -42,22 +42,17 @@ DONE = "recipe.json"  # written last into a finished recipe's model folder: a re
 #   (docs/experiments.md, "RLVR's learning rate in the comparison").
 # - prompts_per_round 400: the comparison's tables were measured with it (the pipeline's RLVR stage samples 800).
 RFT_DEFAULTS: dict[str, Any] = {"empty_round": "skip", "learning_rate": 3e-4, "prompts_per_round": 400}
-# SRL in the comparison: the pipeline SRL stage's settings (SRL_DEFAULTS), but the step rewards select (update
-# 'rft': a likelihood step on the group members whose `field` reward reaches 1.0: the expert's 2 steps per group
-# of 8 and the rollouts that match them) instead of weighing a policy gradient. Over three starts per type (make
-# compare's tasks, seeds 0-2 pooled), SRL-only beat the start in 6 of 7 types (GRPO: 5 of 7) and SRL->RLVR beat
-# RLVR-only in 4 of 7 (GRPO: 1 of 7); at lr 1e-3 the same update took every type below its start, with `field`
-# or `difflib` (docs/experiments.md, "SRL's step rewards for rejection sampling"). The pipeline's SRL stage keeps
-# GRPO: a demo with 'rft' there put SRL above its base in 3 of 7 types, as GRPO's demos did in 3 to 5 (docs/
-# experiments.md, session 20). The ``recipe_comparison`` asset's config takes its defaults from here too.
-# - prompts_per_step 48 x num_generations 4 (2 of them the expert's step), learning_rate 3e-4, not the stage's
-#   16 x 8 at 1e-4: the same rollouts per step (48 x 2 = 16 x 6 = 96), so the same generated tokens, but three
-#   times the distinct expert steps per likelihood step, at three times the rate (the same step per example).
-#   Seed 0 of make compare: SRL-only beat the start in 6 of 7 (16 x 8 at 1e-4: 2 of 7; 48 x 4 at 1e-4: 4 of 7),
-#   SRL->RLVR beat RLVR-only in 6 of 7 (5 of 7; 2 of 7); pooled over seeds 0-2, 6 of 7 (4 significant; 16 x 8:
-#   6, 2 significant) and 4 of 7 (16 x 8: 4) (docs/experiments.md, "Three times the expert steps per SRL step").
-SRL_RECIPE_DEFAULTS: dict[str, Any] = {**SRL_DEFAULTS, "update": "rft", "prompts_per_step": 48, "num_generations": 4,
-                                       "learning_rate": 3e-4}
+# SRL in the comparison: the pipeline SRL stage's settings (SRL_DEFAULTS; max_steps comes from the budget). Its
+# history here: the step rewards select (update 'rft': a likelihood step on the members whose `field` reward
+# reaches 1.0) instead of weighing a policy gradient: over three starts per type (make compare's tasks, seeds 0-2
+# pooled), SRL-only beat the start in 6 of 7 types (GRPO: 5 of 7) and SRL->RLVR beat RLVR-only in 4 of 7 (GRPO: 1
+# of 7); at lr 1e-3 the same update took every type below its start (docs/experiments.md, "SRL's step rewards for
+# rejection sampling"). Then 48 step instances x 4 members (2 the expert's) at 3e-4 instead of 16 x 8 at 1e-4: the
+# same rollouts per step (48 x 2 = 16 x 6 = 96), three times the distinct expert steps per likelihood step; pooled
+# over seeds 0-2, SRL-only beat the start in 6 of 7 (4 significant; 16 x 8: 6, 2 significant), SRL->RLVR RLVR-only
+# in 4 of 7 (16 x 8: 4) (docs/experiments.md, "Three times the expert steps per SRL step"). The pipeline's SRL stage
+# took the same settings after them ("An SRL stage that shows its effect").
+SRL_RECIPE_DEFAULTS: dict[str, Any] = dict(SRL_DEFAULTS)
 # The comparison's settings a spec may leave out, with the defaults the ``recipe_comparison`` asset's config
 # takes from here too, so a spec without a field runs what the asset would have sent. budget_steps: optimizer
 # steps per recipe (the matched compute; SRL->RLVR: srl_share of them SRL, the rest RFT); sft_*: SFT-only's.
