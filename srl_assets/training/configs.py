@@ -234,7 +234,9 @@ class StepSRLConfig:
 #   p < 0.002), where GRPO on 16 x 8 at 1e-4 for 20 steps (the stage until 2026-12-03) moved no type by more than
 #   0.035 (mean +0.002) and 20 of the new steps by -0.07 to +0.055; the pipeline's RLVR after it ended above RLVR
 #   after the old stage in 6 of 7 and above RLVR from the base in 7 of 7 (mean 0.614 against 0.555 and 0.546), for
-#   about 22 s more per type (docs/experiments.md, "An SRL stage that shows its effect").
+#   about 22 s more per type. On the next demo's bases (74e7417): SRL above its base in 5 of 7 (old stage 4) but
+#   building -0.125; RLVR after it 0.640 against 0.594 and 0.584, again above RLVR from the base in 7 of 7
+#   (docs/experiments.md, "An SRL stage that shows its effect").
 # - expert_samples 2 of each group's members are the expert's step: from `make compare`'s starts, SRL-only moved
 #   from above the start in 0 of 7 types to 3 of 7 (docs/experiments.md, "Expert steps in SRL's groups").
 # - temperature 0.7 and the `field` step reward: measured on plant from a 600-step start (README, Recipe
