@@ -25,7 +25,6 @@ import time
 from pathlib import Path
 
 from resources.duckdb_store import DuckDBStore
-from srl_assets.assets.training_support import latest_checkpoint
 from srl_assets.assets.trajectories import load_tasks
 from srl_assets.domains import get_domain
 from srl_assets.dynamic_example_generator import DynamicExampleGenerator
@@ -34,7 +33,9 @@ from srl_assets.rlvr.rlvr_tasks import rlvr_tasks
 from srl_assets.rlvr.verifier_reward import task_column
 from srl_assets.rules_integration import RulesIntegration
 from srl_assets.settings import duckdb_path
-from srl_assets.training.stages import read_rows, run_stage, write_rows
+from srl_assets.training.stages import read_rows
+
+from demo_home import base_checkpoint, run_stage_in
 
 
 def main() -> None:
@@ -60,10 +61,7 @@ def main() -> None:
 
     mt = args.model_type
     store = DuckDBStore(database=duckdb_path())
-    try:
-        base = latest_checkpoint(store, "base", mt)["uri"].removeprefix("file://")
-    except LookupError as exc:
-        raise SystemExit(f"{exc} (run `make demo` first)") from None
+    base = base_checkpoint(store, mt)
     rules = RulesIntegration().load(mt)
     generator = DynamicExampleGenerator(get_domain(mt), rules)
     stored = load_tasks(store, mt, "train")
@@ -73,13 +71,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         def stage(name: str, rows: list[dict], config: dict, model_path: str | None, folder_name: str = "") -> dict:
-            folder = Path(tmp) / (folder_name or name)
-            folder.mkdir()
-            write_rows(folder / "in.jsonl", rows)
-            spec = {"stage": name, "model_type": mt, "rules_dir": None, "work_dir": str(folder / "work"),
-                    "out_dir": str(folder / "out"), "data": str(folder / "in.jsonl"), "config": config,
-                    "model_path": model_path, "report_to": []}
-            return {**run_stage(spec, lambda row: None), "out_dir": spec["out_dir"]}
+            return run_stage_in(Path(tmp) / (folder_name or name), name, mt, rows, config, model_path)
 
         t0 = time.perf_counter()
         rows = [{"prompt": task_prompt(t.prompt, ""), "task": task_column(t), "fresh": t.task_id not in seen}

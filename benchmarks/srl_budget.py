@@ -29,21 +29,21 @@ import transformers
 
 from resources.duckdb_store import DuckDBStore
 from resources.training import TrainingResource
-from srl_assets.assets.training import BaseModelConfig, RLVRConfig
-from srl_assets.assets.training_support import latest_checkpoint
+from srl_assets.assets.training import BaseModelConfig, RLVRConfig, SRLConfig, rlvr_stage_rows, srl_stage_rows
 from srl_assets.assets.trajectories import load_tasks
 from srl_assets.collaboration.lore_retriever import policy_prompts
 from srl_assets.domains import get_domain
 from srl_assets.dynamic_example_generator import DynamicExampleGenerator
 from srl_assets.performance.recipe_stats import mcnemar_exact
-from srl_assets.rlvr.rlvr_tasks import rlvr_tasks
-from srl_assets.rlvr.verifier_reward import task_column
 from srl_assets.rules_integration import RulesIntegration
 from srl_assets.settings import duckdb_path
 from srl_assets.training.configs import SRL_DEFAULTS
-from srl_assets.training.stages import read_rows, run_stage, write_rows
+from srl_assets.training.stages import read_rows
 
-# base_model's default slice: SRL's 'unseen' step rows (the srl_checkpoint default) are the other trajectories'
+from demo_home import base_checkpoint, run_stage_in
+
+# srl_checkpoint's default step rows ('unseen': the trajectories outside base_model's default SFT slice)
+STEP_ROWS = SRLConfig.model_fields["step_rows"].default
 BASE_SFT_TRAJECTORIES = BaseModelConfig.model_fields["sft_trajectories"].default
 LORE_K = TrainingResource.model_fields["policy_lore_k"].default  # the pipeline's policy prompts
 
@@ -77,15 +77,9 @@ def main() -> None:
 
     mt = args.model_type
     store = DuckDBStore(database=duckdb_path())
-    try:
-        base = latest_checkpoint(store, "base", mt)["uri"].removeprefix("file://")
-    except LookupError as exc:
-        raise SystemExit(f"{exc} (run `make demo` first)") from None
+    base = base_checkpoint(store, mt)
     steps = store.read("srl_steps", mt)
-    slice_ids = set(sorted(steps.task_id.unique())[:BASE_SFT_TRAJECTORIES])
-    kept = steps[~steps.task_id.isin(slice_ids)]
-    srl_rows = [{"prompt": r.prompt, "target": r.target, "last": int(r.step_index) == int(r.n_steps)}
-                for r in kept.itertuples()]
+    srl_rows = srl_stage_rows(mt, steps, STEP_ROWS, BASE_SFT_TRAJECTORIES)
     rules = RulesIntegration().load(mt)
     generator = DynamicExampleGenerator(get_domain(mt), rules)
     held_out = generator.generate(args.n_eval, "eval", args.eval_seed)
@@ -94,30 +88,18 @@ def main() -> None:
     rlvr_config = RLVRConfig()
     rlvr_rows = []
     if args.rlvr:
-        stored = load_tasks(store, mt, "train")
-        seen = {t.task_id for t in stored}
-        train, validation = rlvr_tasks(stored, generator, rlvr_config.n_tasks, rlvr_config.n_validation_tasks,
-                                       rlvr_config.task_seed)
-        rlvr_rows = [{"prompt": p, "task": task_column(t), "role": role, "fresh": t.task_id not in seen}
-                     for role, tasks in (("train", train), ("validation", validation))
-                     for t, p in zip(tasks, policy_prompts(tasks, rules, LORE_K), strict=True)]
+        rlvr_rows, _, _ = rlvr_stage_rows(load_tasks(store, mt, "train"), generator, rules, rlvr_config, LORE_K)
 
     seconds: dict[str, float] = {}  # training seconds per trained model
     with tempfile.TemporaryDirectory() as tmp:
         def stage(name: str, model: str, rows: list[dict], config: dict, model_path: str | None) -> str:
-            folder_name = model.replace(":", "-").replace(">", "-")
-            folder = Path(tmp) / folder_name
-            folder.mkdir()
-            write_rows(folder / "in.jsonl", rows)
-            spec = {"stage": name, "model_type": mt, "rules_dir": None, "work_dir": str(folder / "work"),
-                    "out_dir": str(folder / "out"), "data": str(folder / "in.jsonl"), "config": config,
-                    "model_path": model_path, "report_to": []}
             t0 = time.perf_counter()
-            run_stage(spec, lambda row: None)
+            out_dir = run_stage_in(Path(tmp) / model.replace(":", "-").replace(">", "-"), name, mt, rows, config,
+                                   model_path)["out_dir"]
             if name != "evaluate":
                 seconds[model] = round(time.perf_counter() - t0, 1)
             print(f"{mt}: {model} done in {round(time.perf_counter() - t0, 1)} s", flush=True)
-            return spec["out_dir"]
+            return out_dir
 
         models = {"base": base}
         for name, override in variants.items():

@@ -27,7 +27,8 @@ from srl_assets.assets.trajectories import tasks_from
 from srl_assets.partitions import model_type_partitions
 from srl_assets.prompts import task_prompt, trim_lore
 from srl_assets.collaboration.lore_retriever import policy_prompts
-from srl_assets.dynamic_example_generator import DynamicExampleGenerator
+from srl_assets.domains.base import Rules
+from srl_assets.dynamic_example_generator import DynamicExampleGenerator, Task
 from srl_assets.rlvr.rlvr_tasks import rlvr_tasks
 from srl_assets.rlvr.verifier_reward import task_column
 from srl_assets.training.configs import (SRL_DEFAULTS, DPOStageConfig, GRPOStageConfig, PPOConfig, RFTConfig,
@@ -220,9 +221,43 @@ def normalized_rewards(context: dg.AssetExecutionContext, config: NormalizedRewa
     }, data_version=dg.DataVersion(version))
 
 
+def srl_stage_rows(model_type: str, steps: pd.DataFrame, step_rows: str, sft_trajectories: int,
+                   informative: pd.DataFrame | None = None) -> list[dict[str, Any]]:
+    """The SRL stage's input rows from the ``srl_steps`` table, as SRLConfig.step_rows selects them:
+    ``sft_trajectories`` is the size of the base's SFT slice (the first trajectories by task id, as _base_rows
+    takes them); ``informative`` ('informative' only) the step prompts normalized_rewards kept."""
+    if step_rows == "informative":
+        if informative is None:
+            raise ValueError("srl_stage_rows: step_rows 'informative' needs normalized_rewards' informative rows")
+        kept = informative[["task_id", "step_index"]].drop_duplicates().merge(steps, on=["task_id", "step_index"])
+    elif step_rows == "unseen":
+        kept = steps[~steps.task_id.isin(set(sorted(steps.task_id.unique())[:sft_trajectories]))]
+    else:
+        kept = steps
+    if kept.empty:
+        raise RuntimeError(f"{model_type}: no step instance to train SRL on (step_rows={step_rows!r}); "
+                           "materialize more trajectories, lower base_model's sft_trajectories, or use 'all'")
+    return [{"prompt": r.prompt, "target": r.target, "last": int(r.step_index) == int(r.n_steps)}
+            for r in kept.itertuples()]
+
+
+def rlvr_stage_rows(stored: list[Task], generator: DynamicExampleGenerator, rules: Rules, config: RLVRConfig,
+                    lore_k: int) -> tuple[list[dict[str, Any]], list[Task], list[Task]]:
+    """The RLVR stage's input rows (training and validation tasks, the policy's prompts), and the two task
+    lists: the stored train tasks topped up with fresh ones, reproducible from ``config.task_seed``."""
+    train_tasks, validation_tasks = rlvr_tasks(stored, generator, config.n_tasks, config.n_validation_tasks,
+                                               config.task_seed)
+    seen = {t.task_id for t in stored}  # tasks the warm start may have been fine-tuned on
+    rows = [{"prompt": prompt, "task": task_column(t), "role": role, "fresh": t.task_id not in seen}
+            for role, tasks in (("train", train_tasks), ("validation", validation_tasks))
+            for t, prompt in zip(tasks, policy_prompts(tasks, rules, lore_k), strict=True)]
+    return rows, train_tasks, validation_tasks
+
+
 @dg.asset(partitions_def=model_type_partitions, deps=["normalized_rewards", "base_model", "srl_steps"], group_name="training",
-          pool="gpu", kinds={"pytorch"}, retry_policy=TRAINING_RETRY, code_version=CODE_VERSION, description="SRL: step-wise GRPO against the expert's "
-          "next step, in the evaluation's prompt format (srl_assets/srl/step_grpo.py).")
+          pool="gpu", kinds={"pytorch"}, retry_policy=TRAINING_RETRY, code_version=CODE_VERSION, description="SRL against the expert's next step, in the "
+          "evaluation's prompt format: a likelihood step on the members the step reward accepts (update 'rft', the "
+          "default) or the paper's step-wise GRPO (srl_assets/srl/step_grpo.py).")
 def srl_checkpoint(context: dg.AssetExecutionContext, config: SRLConfig, duckdb_store: DuckDBStore,
                    checkpoint_store: CheckpointStore, training: TrainingResource, wandb: WandbResource,
                    pipes_subprocess_client: dg.PipesSubprocessClient) -> dg.MaterializeResult:
@@ -231,18 +266,7 @@ def srl_checkpoint(context: dg.AssetExecutionContext, config: SRLConfig, duckdb_
     rewards, rewards_up = read_table(context, duckdb_store, "normalized_rewards")
     rewards = rewards[rewards.informative.astype(bool)]
     steps, steps_up = read_table(context, duckdb_store, "srl_steps")
-    if config.step_rows == "informative":
-        kept = rewards[["task_id", "step_index"]].drop_duplicates().merge(steps, on=["task_id", "step_index"])
-    elif config.step_rows == "unseen":  # the base's SFT slice: the first sft_trajectories by task id (_base_rows)
-        slice_ids = set(sorted(steps.task_id.unique())[:int(base_up.get("sft_trajectories") or 0)])
-        kept = steps[~steps.task_id.isin(slice_ids)]
-    else:
-        kept = steps
-    if kept.empty:
-        raise RuntimeError(f"{model_type}: no step instance to train SRL on (step_rows={config.step_rows!r}); "
-                           "materialize more trajectories, lower base_model's sft_trajectories, or use 'all'")
-    rows = [{"prompt": r.prompt, "target": r.target, "last": int(r.step_index) == int(r.n_steps)}
-            for r in kept.itertuples()]
+    rows = srl_stage_rows(model_type, steps, config.step_rows, int(base_up.get("sft_trajectories") or 0), rewards)
     stage_config = config.model_dump(exclude={"step_rows"})
     summary, child_meta, out_dir, work_dir = run_child(
         context, pipes_subprocess_client, training, wandb, "srl", rows, stage_config,
@@ -275,12 +299,7 @@ def rlvr_checkpoint(context: dg.AssetExecutionContext, config: RLVRConfig, duckd
         start = checkpoint_store.info(config.start_from)
         srl = {"key": config.start_from, "sha256": start.sha256, "uri": start.uri}
     generator = DynamicExampleGenerator(domain, rules, skill_weights=config.skill_weights)
-    train_tasks, validation_tasks = rlvr_tasks(stored, generator, config.n_tasks,
-                                               config.n_validation_tasks, config.task_seed)
-    seen = {t.task_id for t in stored}  # tasks the warm start may have been fine-tuned on
-    rows = [{"prompt": prompt, "task": task_column(t), "role": role, "fresh": t.task_id not in seen}
-            for role, tasks in (("train", train_tasks), ("validation", validation_tasks))
-            for t, prompt in zip(tasks, policy_prompts(tasks, rules, training.policy_lore_k), strict=True)]
+    rows, train_tasks, validation_tasks = rlvr_stage_rows(stored, generator, rules, config, training.policy_lore_k)
     algo_config = {"algorithm": config.algorithm, **getattr(config, config.algorithm).model_dump()}
     summary, child_meta, out_dir, work_dir = run_child(
         context, pipes_subprocess_client, training, wandb, "rlvr", rows, algo_config,
