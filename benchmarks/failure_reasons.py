@@ -28,7 +28,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from srl_assets.collaboration.verifier import Verifier  # noqa: E402
 from srl_assets.domains import MODEL_TYPES, get_domain  # noqa: E402
 from srl_assets.dynamic_example_generator import DynamicExampleGenerator  # noqa: E402
-from srl_assets.prompts import strip_think, task_prompt  # noqa: E402
+from srl_assets.prompts import TRAJECTORY_MAX_NEW_TOKENS, strip_think, task_prompt  # noqa: E402
 from srl_assets.rules_integration import RulesIntegration  # noqa: E402
 
 CONTRADICTS_TASK = "task asks"
@@ -75,7 +75,8 @@ def main() -> None:
         tasks = DynamicExampleGenerator(domain, rules).generate(args.n, "eval", args.seed)
         prompts = [task_prompt(t.prompt, "") for t in tasks]
         model, tokenizer = load_model(checkpoint(args.home, args.stage, model_type))
-        texts = generate(model, tokenizer, prompts, max_new_tokens=320, temperature=0.0, batch_size=50)
+        texts = generate(model, tokenizer, prompts, max_new_tokens=TRAJECTORY_MAX_NEW_TOKENS, temperature=0.0,
+                         batch_size=50)
         failed, contradicted, reasons = 0, [], Counter()
         for i, (task, text) in enumerate(zip(tasks, texts)):
             for failure in verifier.verify_trajectory(task, strip_think(text)).failures:
@@ -92,7 +93,8 @@ def main() -> None:
         if args.samples and contradicted:
             idx = sorted({i for i, _ in contradicted})
             k = args.samples
-            sampled = generate(model, tokenizer, [prompts[i] for i in idx for _ in range(k)], max_new_tokens=320,
+            sampled = generate(model, tokenizer, [prompts[i] for i in idx for _ in range(k)],
+                               max_new_tokens=TRAJECTORY_MAX_NEW_TOKENS,
                                temperature=args.temperature, batch_size=64, seed=1)
             by_task = {i: sampled[j * k:(j + 1) * k] for j, i in enumerate(idx)}
             right = [sum(skill not in {f.skill for f in verifier.verify_trajectory(tasks[i], strip_think(s)).failures}

@@ -30,7 +30,7 @@ from srl_assets.collaboration.teacher_planner import ProceduralTeacher  # noqa: 
 from srl_assets.collaboration.verifier import Verifier  # noqa: E402
 from srl_assets.domains import MODEL_TYPES, get_domain  # noqa: E402
 from srl_assets.dynamic_example_generator import DynamicExampleGenerator  # noqa: E402
-from srl_assets.prompts import strip_think, task_prompt  # noqa: E402
+from srl_assets.prompts import TRAJECTORY_MAX_NEW_TOKENS, strip_think, task_prompt  # noqa: E402
 from srl_assets.rules_integration import RulesIntegration  # noqa: E402
 from srl_assets.trajectory import FINAL_TITLE, parse_trajectory  # noqa: E402
 
@@ -88,7 +88,8 @@ def main() -> None:
                 earlier = [step.text for step in expert_steps[i][:k]]
                 final_passes += verifier.verify_trajectory(tasks[i], "\n".join([*earlier, line])).passed
 
-        free = generate(model, tokenizer, [task_prompt(t.prompt, "") for t in tasks], max_new_tokens=320,
+        free = generate(model, tokenizer, [task_prompt(t.prompt, "") for t in tasks],
+                        max_new_tokens=TRAJECTORY_MAX_NEW_TOKENS,
                         temperature=0.0, batch_size=50)
         free_passes = sum(verifier.verify_trajectory(t, strip_think(x)).passed for t, x in zip(tasks, free))
         # Titles by their mean place in the trajectory (some steps appear only in some tasks); the final spec last.

@@ -16,7 +16,7 @@ from srl_assets.collaboration.verifier import Verifier
 from srl_assets.domains import get_domain
 from srl_assets.dynamic_example_generator import Task, task_id_of
 from srl_assets.models.tiny import generate, load_model
-from srl_assets.prompts import strip_think
+from srl_assets.prompts import TRAJECTORY_MAX_NEW_TOKENS, strip_think
 from srl_assets.rules_integration import RulesIntegration
 from srl_assets.settings import policy_lore_k
 from srl_assets.trajectory import parse_spec, parse_trajectory
@@ -51,7 +51,7 @@ def main(argv=None):
     task = make_task(args.model_type, params, rules)
     [prompt] = policy_prompts([task], rules, policy_lore_k())  # the prompt the model was trained on
     model, tokenizer = load_model(args.checkpoint)
-    [text] = generate(model, tokenizer, [prompt], max_new_tokens=320)  # greedy, as evaluated
+    [text] = generate(model, tokenizer, [prompt], max_new_tokens=TRAJECTORY_MAX_NEW_TOKENS)  # greedy, as evaluated
     result = read_spec(task, text, Verifier(get_domain(args.model_type), rules))
     print(json.dumps({"task": task.prompt, "output": text, **result}, indent=1))
     return result

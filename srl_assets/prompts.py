@@ -4,6 +4,13 @@ all read the same text."""
 from __future__ import annotations
 
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
+# Tokens a whole trajectory may take when the policy writes it: evaluation, RLVR's rollouts, the recipe
+# comparison, paid evaluation and serving default to it. The tiny default's expert trajectories reach 344 tokens
+# (with EOS) under a demo's tokenizer: building's median is 289 and 33 of its 240 are over 320, the budget until
+# 2026-12-04, which cut about a tenth of building's held-out answers off inside the final JSON (on the bases of one
+# demo: 79 -> 89 of 200 passed at 400, RLVR 100 -> 110; docs/experiments.md). The performance report's
+# `generation_budget_fits_experts` check measures the stored expert trajectories against its budget.
+TRAJECTORY_MAX_NEW_TOKENS = 384
 
 
 def trim_lore(lore: str, k: int) -> str:

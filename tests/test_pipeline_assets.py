@@ -69,7 +69,8 @@ def _materialize_chain(tmp_path, partition_key, rlvr_algorithm=None, resources=N
         resolver = get_stale_status_resolver(instance, all_assets)
         LAST_CHAIN.update(tags={m.asset_key.path[-1]: m.materialization.tags
                                 for m in result.get_asset_materialization_events()},
-                          stale={a.key.path[-1]: resolver.get_status(a.key, partition_key) for a in all_assets})
+                          stale={a.key.path[-1]: resolver.get_status(a.key, partition_key) for a in all_assets},
+                          checks={e.asset_check_key.name: e for e in result.get_asset_check_evaluations()})
     return mats, store, checkpoints
 
 
@@ -108,6 +109,13 @@ def test_whole_chain_for_one_partition(tmp_path, monkeypatch, s3_env):
     assert set(history.candidate) == {"base", "srl", "rlvr"} and (history.n == 6).all()
     assert not (tmp_path / "work" / "srl").exists() or not any((tmp_path / "work" / "srl").rglob("summary.json"))
     _assert_true_lineage(mats, LAST_CHAIN["tags"], LAST_CHAIN["stale"], history)
+    # The report's 32-token budget (tiny, for speed) is shorter than every stored expert trajectory: its WARN
+    # check says so, counted with the base checkpoint's tokenizer (fetched back from S3).
+    budget = LAST_CHAIN["checks"]["generation_budget_fits_experts"]
+    assert not budget.passed and budget.severity == dg.AssetCheckSeverity.WARN
+    meta = {k: v.value for k, v in budget.metadata.items()}
+    assert meta["generation_budget"] == 32 and meta["over_budget"] == meta["expert_trajectories"] > 0
+    assert meta["longest_expert_trajectory"] > 32
 
 
 def _assert_true_lineage(mats, tags, stale, history):

@@ -42,6 +42,7 @@ from srl_assets.dynamic_example_generator import DynamicExampleGenerator
 from srl_assets.paid.base import DatasetFormatError, JobStatus, ProviderRefused, SpendCapExceeded, TunedModel
 from srl_assets.paid.datasets import build_source, pair_provenance, pairs_from_policy, sample_policy, write_jsonl
 from srl_assets.paid.evaluation import PaidEvalConfig, evaluate_paid
+from srl_assets.prompts import TRAJECTORY_MAX_NEW_TOKENS
 from srl_assets.paid.grader import GraderUnavailable, openai_python_grader, vertex_reward_snippet
 from srl_assets.paid.job_store import JobStore, SubmitRequest, refresh, submit
 from srl_assets.partitions import model_type_partitions
@@ -83,7 +84,7 @@ class PaidFinetuneJobsConfig(dg.Config):
                                           "samples; 0 would make the k samples one greedy answer.")
     preference_max_tasks: int = Field(default=64, ge=1, description="Tasks sampled (the first verified "
                                       "trajectories); sampling runs on CPU, so keep it small.")
-    preference_max_new_tokens: int = Field(default=320, ge=1, description="Generation budget per sample "
+    preference_max_new_tokens: int = Field(default=TRAJECTORY_MAX_NEW_TOKENS, ge=1, description="Generation budget per sample "
                                            "(as performance_report).")
     preference_seed: int = Field(default=0, description="Sampling seed: a retried run draws the same samples.")
 
@@ -184,7 +185,8 @@ class PaidCandidatesConfig(dg.Config):
     concurrency: int = Field(default=4, description="Parallel inference calls per candidate.")
     max_attempts: int = Field(default=5, description="Attempts per call (retries on 429/5xx/timeouts).")
     timeout_s: float = Field(default=60.0, description="Timeout of one inference call.")
-    max_new_tokens: int = Field(default=320, description="Generation budget per task (as performance_report).")
+    max_new_tokens: int = Field(default=TRAJECTORY_MAX_NEW_TOKENS, description="Generation budget per task (as "
+                                "performance_report).")
 
 
 @dg.asset(partitions_def=model_type_partitions, deps=["paid_finetune_jobs", "performance_report"],

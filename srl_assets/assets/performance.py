@@ -28,6 +28,8 @@ from srl_assets.assets.training_support import fetch_checkpoint, png_markdown, r
 from srl_assets.collaboration.lore_retriever import policy_prompts
 from srl_assets.dynamic_example_generator import DynamicExampleGenerator
 from srl_assets.partitions import model_type_partitions
+from srl_assets.prompts import TRAJECTORY_MAX_NEW_TOKENS
+from srl_assets.performance.generation_budget import budget_fits, trajectory_tokens
 from srl_assets.performance.performance_tracker import (EvalRecord, PerformanceTracker, SkillStat, markdown_table,
                                                         per_skill_rows, plot_pass_rates, report_rows)
 from srl_assets.performance.weakness_detector import WeaknessDetector
@@ -38,6 +40,7 @@ from srl_assets.training.stages import read_rows
 HISTORY, SKILLS, WEAKNESSES = "performance_history", "performance_skills", "weaknesses"
 DEPLOYED = "rlvr"
 CHECK_COVERAGE, CHECK_NO_REGRESSION = "report_covers_every_skill", "rlvr_not_below_srl"
+CHECK_BUDGET = "generation_budget_fits_experts"
 CODE_VERSION = "1"
 # The candidates a report evaluates: the checkpoint each upstream training asset's materialization published.
 CANDIDATE_ASSETS = {"base": "base_model", "srl": "srl_checkpoint", "rlvr": "rlvr_checkpoint"}
@@ -46,7 +49,7 @@ CANDIDATE_ASSETS = {"base": "base_model", "srl": "srl_checkpoint", "rlvr": "rlvr
 class PerformanceReportConfig(dg.Config):
     n_eval_tasks: int = Field(default=100, description="Fresh held-out tasks per model type.")
     seed: int | None = Field(default=None, description="Fix to reproduce; empty = derived from the run id.")
-    max_new_tokens: int = Field(default=320, description="Generation budget per task.")
+    max_new_tokens: int = Field(default=TRAJECTORY_MAX_NEW_TOKENS, description="Generation budget per task.")
     min_tasks_per_skill: int = Field(default=3, description="Evaluated tasks a skill needs, for every "
                                      "candidate, to count as covered by the report (its coverage check).")
 
@@ -75,7 +78,11 @@ def report_checks(reports, skills: list[str], min_tasks: int) -> list[dg.AssetCh
           check_specs=[dg.AssetCheckSpec(CHECK_COVERAGE, asset="performance_report",
                                          description="The report has a pass rate for every skill of the model type."),
                        dg.AssetCheckSpec(CHECK_NO_REGRESSION, asset="performance_report",
-                                         description="RLVR does not fall below SRL beyond the 95% intervals.")],
+                                         description="RLVR does not fall below SRL beyond the 95% intervals."),
+                       dg.AssetCheckSpec(CHECK_BUDGET, asset="performance_report",
+                                         description="No stored expert trajectory of the model type is longer "
+                                                     "than the report's max_new_tokens (a longer one can never be "
+                                                     "written whole).")],
           code_version=CODE_VERSION,
           description="The base, SRL and RLVR checkpoints of the partition's lineage on fresh held-out tasks.")
 def performance_report(context: dg.AssetExecutionContext, config: PerformanceReportConfig,
@@ -128,10 +135,30 @@ def performance_report(context: dg.AssetExecutionContext, config: PerformanceRep
             duckdb_store, model_type, context.run.tags.get("srl/report_id", ""), weak.split(","), by_name[DEPLOYED])
     _log_to_wandb(wandb, model_type, report_id, reports)
     checks = report_checks(reports, list(domain.skills), config.min_tasks_per_skill)
+    checks.append(budget_check(context, duckdb_store, checkpoint_store, training, checkpoints["base"],
+                               config.max_new_tokens))
     training.clean(work_dir)
     # Content: the report's rows (its id includes the run, so every report is a new version).
     version = rows_digest(duckdb_store.read(HISTORY, model_type, "report_id = ?", [report_id]))
     return dg.MaterializeResult(metadata=metadata, check_results=checks, data_version=dg.DataVersion(version))
+
+
+def budget_check(context: dg.AssetExecutionContext, duckdb_store: DuckDBStore, checkpoint_store: CheckpointStore,
+                 training: TrainingResource, base_row: dict, max_new_tokens: int) -> dg.AssetCheckResult:
+    """WARN when the partition's stored expert trajectories do not fit the report's generation budget, counted
+    with the base checkpoint's tokenizer (the SRL and RLVR checkpoints share it)."""
+    try:
+        trajectories = list(duckdb_store.read("trajectories", context.partition_key).trajectory)
+    except LookupError:  # a store without the pipeline's trajectories (e.g. a report on imported checkpoints)
+        trajectories = []
+    lengths = trajectory_tokens(fetch_checkpoint(checkpoint_store, training, base_row, local=True), trajectories)
+    passed, metadata = budget_fits(lengths, max_new_tokens)
+    if not passed:
+        context.log.warning(f"{metadata['over_budget']} of {len(lengths)} expert trajectories are longer than "
+                            f"max_new_tokens={max_new_tokens} (the longest: {metadata['longest_expert_trajectory']} "
+                            "tokens): tasks that need them cannot be passed; raise max_new_tokens")
+    return dg.AssetCheckResult(check_name=CHECK_BUDGET, passed=passed, severity=dg.AssetCheckSeverity.WARN,
+                               metadata=metadata)
 
 
 def _log_to_wandb(wandb: WandbResource, model_type: str, report_id: str, reports) -> None:

@@ -28,6 +28,7 @@ from srl_assets.config_models import config_from_dataclass
 from srl_assets.domains import MODEL_TYPES
 from srl_assets.dynamic_example_generator import DynamicExampleGenerator
 from srl_assets.partitions import model_type_partitions
+from srl_assets.prompts import TRAJECTORY_MAX_NEW_TOKENS
 from srl_assets.performance.performance_tracker import EvalRecord
 from srl_assets.performance.recipe_stats import beats, compare_recipes, comparison_plot, markdown_table
 from srl_assets.prompts import trim_lore
@@ -96,7 +97,7 @@ class RecipeComparisonConfig(dg.Config):
     n_eval_tasks: int = Field(default=200, description="Fresh held-out tasks, the same for every recipe.")
     eval_seed: int = Field(default=4242, description="Seed of the held-out tasks.")
     rl_seed: int = Field(default=777, description="Seed of the RLVR tasks.")
-    max_new_tokens: int = Field(default=320, description="Evaluation length.")
+    max_new_tokens: int = Field(default=TRAJECTORY_MAX_NEW_TOKENS, description="Evaluation length.")
     recipes: list[str] = Field(default_factory=lambda: list(RECIPES), description="Recipes to run.")
     seed: int = Field(default=COMPARISON_DEFAULTS["seed"], description=(
         "Seed of the start's initialisation, SFT's data order and SRL's and RFT's sampling; the tasks keep "

@@ -31,7 +31,7 @@ from srl_assets.dynamic_example_generator import Task
 from srl_assets.paid.base import (ChatExample, DatasetFormatError, DatasetSource, PreferencePair,
                                   ReinforcementItem)
 from srl_assets.prompt_contract import DEFAULT_SYSTEM
-from srl_assets.prompts import strip_think, task_prompt, trim_lore
+from srl_assets.prompts import TRAJECTORY_MAX_NEW_TOKENS, strip_think, task_prompt, trim_lore
 from srl_assets.trajectory import FINAL_TITLE, format_step, parse_spec, parse_trajectory, spec_to_json
 
 # The system turn a local instruct checkpoint's prompt contract uses too: one contract, local and hosted.
@@ -186,7 +186,7 @@ def policy_preference_pairs(tasks: Sequence[Task], prompts: Sequence[str], sampl
                                   tuple(skipped))
 
 
-def sample_policy(model_path: str, prompts: Sequence[str], k: int, temperature: float, max_new_tokens: int = 320,
+def sample_policy(model_path: str, prompts: Sequence[str], k: int, temperature: float, max_new_tokens: int = TRAJECTORY_MAX_NEW_TOKENS,
                   batch_size: int = 16, seed: int = 0) -> list[list[str]]:
     """``k`` completions per prompt from a local checkpoint, on CPU (the caller's process; no GPU is
     held for this), seeded so a retried run draws the same samples."""

@@ -21,7 +21,7 @@ from srl_assets.collaboration.verifier import Verifier
 from srl_assets.dynamic_example_generator import Task
 from srl_assets.paid.base import Generation, PaidFineTuner, TunedModel
 from srl_assets.performance.performance_tracker import EvalRecord
-from srl_assets.prompts import strip_think
+from srl_assets.prompts import TRAJECTORY_MAX_NEW_TOKENS, strip_think
 
 RETRYABLE_STATUS = {408, 409, 429, 500, 502, 503, 504, 529}
 RETRYABLE_NAMES = {"ThrottlingException", "ServiceUnavailableException", "InternalServerException",
@@ -36,7 +36,7 @@ class PaidEvalConfig:
     timeout_s: float = 60.0         # per call
     backoff_initial_s: float = 0.5
     backoff_max_s: float = 20.0
-    max_new_tokens: int = 320
+    max_new_tokens: int = TRAJECTORY_MAX_NEW_TOKENS
     temperature: float = 0.0
 
     def __post_init__(self) -> None:

@@ -8,11 +8,11 @@ from srl_assets.collaboration.verifier import Verifier
 from srl_assets.dynamic_example_generator import Task
 from srl_assets.models.tiny import generate, load_model
 from srl_assets.performance.performance_tracker import EvalRecord
-from srl_assets.prompts import strip_think
+from srl_assets.prompts import TRAJECTORY_MAX_NEW_TOKENS, strip_think
 
 
 def evaluate_checkpoint(candidate: str, model_path: str, tasks: list[Task], prompts: list[str],
-                        verifier: Verifier, max_new_tokens: int = 320, batch_size: int = 16,
+                        verifier: Verifier, max_new_tokens: int = TRAJECTORY_MAX_NEW_TOKENS, batch_size: int = 16,
                         temperature: float = 0.0, seed: int = 0) -> list[EvalRecord]:
     """One record per task. Latency is the batch's wall time shared evenly by its tasks.
 
@@ -25,7 +25,7 @@ def evaluate_checkpoint(candidate: str, model_path: str, tasks: list[Task], prom
 
 
 def evaluate_model(candidate: str, model, tokenizer, tasks: list[Task], prompts: list[str], verifier: Verifier,
-                   max_new_tokens: int = 320, batch_size: int = 16, temperature: float = 0.0,
+                   max_new_tokens: int = TRAJECTORY_MAX_NEW_TOKENS, batch_size: int = 16, temperature: float = 0.0,
                    seed: int = 0) -> list[EvalRecord]:
     """``evaluate_checkpoint`` on a model already in memory (e.g. mid-training, for checkpoint selection)."""
     records: list[EvalRecord] = []

@@ -31,6 +31,7 @@ from transformers import TrainerCallback
 from srl_assets.collaboration.verifier import Verifier
 from srl_assets.dynamic_example_generator import Task
 from srl_assets.performance.evaluation import evaluate_model
+from srl_assets.prompts import TRAJECTORY_MAX_NEW_TOKENS
 from srl_assets.training.processes import is_main_process
 
 
@@ -48,7 +49,7 @@ class BestCheckpointSelector(TrainerCallback):
     """Validate every ``eval_steps`` steps (and at the last step); keep the best trained weights."""
 
     def __init__(self, prompts: list[str], tasks: list[Task], verifier: Verifier, tokenizer, eval_steps: int,
-                 best_dir: Path, max_new_tokens: int = 320, batch_size: int = 32):
+                 best_dir: Path, max_new_tokens: int = TRAJECTORY_MAX_NEW_TOKENS, batch_size: int = 32):
         if not prompts or len(prompts) != len(tasks):
             raise ValueError(f"validation needs one prompt per task, got {len(prompts)} prompts "
                              f"for {len(tasks)} tasks")

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from srl_assets.prompts import TRAJECTORY_MAX_NEW_TOKENS
 from srl_assets.kl_controller import KLController, kl_controller_names, make_kl_controller
 from srl_assets.reward_normalizer import normalizer_names
 
@@ -286,7 +287,8 @@ class RFTConfig:
     temperature: float = field(default=0.7, metadata={"help": "Sampling temperature (the tiny default loses the "
                                                                 "format on many samples at 1.0)."})
     top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling (1.0 = the full distribution)."})
-    max_new_tokens: int = field(default=320, metadata={"help": "Tokens a sampled trajectory may write."})
+    max_new_tokens: int = field(default=TRAJECTORY_MAX_NEW_TOKENS, metadata={"help": "Tokens a sampled trajectory "
+                                                                                   "may write."})
     min_score: float = field(default=1.0, metadata={"help": "A sample is kept when its verifier score is at "
                                                               "least this (1.0 = it passes every constraint); "
                                                               "the best such sample of each task is kept."})

@@ -25,6 +25,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable
 
+from srl_assets.prompts import TRAJECTORY_MAX_NEW_TOKENS
 from srl_assets.training.configs import SRL_DEFAULTS, RFTConfig, StepSRLConfig
 
 RECIPES = ("sft", "rlvr", "srl", "srl_rlvr")
@@ -238,7 +239,7 @@ def run_comparison(spec: dict[str, Any], verifier, report: Callable[[dict[str, A
     for name in ["start", *recipes]:
         t0 = time.perf_counter()
         found = evaluate_checkpoint(name, str(models / name), tasks, prompts, verifier,
-                                    max_new_tokens=int(evaluate.get("max_new_tokens", 320)),
+                                    max_new_tokens=int(evaluate.get("max_new_tokens", TRAJECTORY_MAX_NEW_TOKENS)),
                                     batch_size=int(evaluate.get("batch_size", 64)))
         info[name]["eval_seconds"] = round(time.perf_counter() - t0, 1)
         records.extend(found)

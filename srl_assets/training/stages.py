@@ -19,6 +19,7 @@ from typing import Any, Callable
 from srl_assets.collaboration.verifier import Verifier
 from srl_assets.domains import get_domain
 from srl_assets.dynamic_example_generator import Task
+from srl_assets.prompts import TRAJECTORY_MAX_NEW_TOKENS
 from srl_assets.registry import Registry
 from srl_assets.rules_integration import RulesIntegration
 from srl_assets.training.processes import require_splittable
@@ -201,7 +202,7 @@ def evaluate_stage(spec: dict[str, Any], report: Reporter) -> dict[str, Any]:
     records = []
     for candidate, path in spec["config"]["candidates"].items():
         found = evaluate_checkpoint(candidate, path, tasks, prompts, verifier,
-                                    max_new_tokens=int(spec["config"].get("max_new_tokens", 320)),
+                                    max_new_tokens=int(spec["config"].get("max_new_tokens", TRAJECTORY_MAX_NEW_TOKENS)),
                                     temperature=float(spec["config"].get("temperature", 0.0)),
                                     seed=int(spec["config"].get("seed", 0)))
         report({"event": "evaluated", "candidate": candidate,

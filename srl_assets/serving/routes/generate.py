@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
 
+from srl_assets.prompts import TRAJECTORY_MAX_NEW_TOKENS
 from srl_assets.serving.auth import ApiKey, require_scope
 from srl_assets.serving.errors import BadParams
 from srl_assets.serving.generation import generate_verified
@@ -20,7 +21,8 @@ class GenerateRequest(BaseModel):
     params: dict[str, Any] = Field(description="The task's parameters, as the DynamicExampleGenerator draws "
                                                "them (see POST /v1/examples); validated by the domain.")
     n: int = Field(default=4, ge=1, description="Samples to try at most (bounded by SRL_API_MAX_N).")
-    max_new_tokens: int = Field(default=320, ge=1, description="Tokens per sample (bounded by SRL_API_MAX_NEW_TOKENS).")
+    max_new_tokens: int = Field(default=TRAJECTORY_MAX_NEW_TOKENS, ge=1, description="Tokens per sample (bounded "
+                                "by SRL_API_MAX_NEW_TOKENS).")
     temperature: float | None = Field(default=None, ge=0.0, le=2.0,
                                       description="Temperature of the samples after the first (greedy) one; "
                                                   "default 1.0.")

@@ -1,0 +1,35 @@
+"""Whether a generation budget fits the expert trajectories: a trajectory longer than the tokens the policy may
+write can never be written whole, so a task that needs one fails in evaluation and gives RLVR no verified sample,
+whatever the policy learned. No Dagster or torch here: the performance report's
+``generation_budget_fits_experts`` check calls it with the evaluated checkpoint's tokenizer file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable
+
+
+def trajectory_tokens(checkpoint_dir: str | Path, trajectories: Iterable[str]) -> list[int]:
+    """Each trajectory's length as the policy writes it with the checkpoint's tokenizer: its tokens plus the
+    end-of-sequence token that ends a generated trajectory."""
+    from tokenizers import Tokenizer  # the fast tokenizer alone: transformers is not needed to count tokens
+
+    path = Path(checkpoint_dir) / "tokenizer.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: the checkpoint has no fast tokenizer to count tokens with")
+    tokenizer = Tokenizer.from_file(str(path))
+    texts = list(trajectories)
+    return [len(e.ids) + 1 for e in tokenizer.encode_batch(texts, add_special_tokens=False)] if texts else []
+
+
+def budget_fits(lengths: list[int], max_new_tokens: int) -> tuple[bool, dict[str, int | str]]:
+    """(passed, metadata): passed when no expert trajectory is longer than ``max_new_tokens``.
+
+    >>> budget_fits([300, 344, 200], 320)
+    (False, {'generation_budget': 320, 'expert_trajectories': 3, 'longest_expert_trajectory': 344, 'over_budget': 1})
+    >>> budget_fits([], 320)[0]
+    True
+    """
+    over = sum(n > max_new_tokens for n in lengths)
+    return over == 0, {"generation_budget": max_new_tokens, "expert_trajectories": len(lengths),
+                       "longest_expert_trajectory": max(lengths, default=0), "over_budget": over}
