@@ -41,7 +41,9 @@ HISTORY, SKILLS, WEAKNESSES = "performance_history", "performance_skills", "weak
 DEPLOYED = "rlvr"
 CHECK_COVERAGE, CHECK_NO_REGRESSION = "report_covers_every_skill", "rlvr_not_below_srl"
 CHECK_BUDGET = "generation_budget_fits_experts"
-CODE_VERSION = "1"
+# performance_report 2: 384 new tokens per task, not 320 (2026-12-04); raise one when a change of that asset's code or
+# defaults changes what it makes from the same inputs.
+CODE_VERSIONS = {"performance_report": "2", "weaknesses": "1", "model_selection": "1"}
 # The candidates a report evaluates: the checkpoint each upstream training asset's materialization published.
 CANDIDATE_ASSETS = {"base": "base_model", "srl": "srl_checkpoint", "rlvr": "rlvr_checkpoint"}
 
@@ -83,7 +85,7 @@ def report_checks(reports, skills: list[str], min_tasks: int) -> list[dg.AssetCh
                                          description="No stored expert trajectory of the model type is longer "
                                                      "than the report's max_new_tokens (a longer one can never be "
                                                      "written whole).")],
-          code_version=CODE_VERSION,
+          code_version=CODE_VERSIONS["performance_report"],
           description="The base, SRL and RLVR checkpoints of the partition's lineage on fresh held-out tasks.")
 def performance_report(context: dg.AssetExecutionContext, config: PerformanceReportConfig,
                        duckdb_store: DuckDBStore, rules_resource: RulesResource, checkpoint_store: CheckpointStore,
@@ -200,7 +202,7 @@ class WeaknessesConfig(dg.Config):
 
 
 @dg.asset(partitions_def=model_type_partitions, deps=["performance_report"], group_name="performance",
-          pool="duckdb", kinds={"duckdb"}, code_version=CODE_VERSION,
+          pool="duckdb", kinds={"duckdb"}, code_version=CODE_VERSIONS["weaknesses"],
           description="Skills under the threshold or regressed beyond noise.")
 def weaknesses(context: dg.AssetExecutionContext, config: WeaknessesConfig,
                duckdb_store: DuckDBStore) -> dg.MaterializeResult:
@@ -249,7 +251,7 @@ class ModelSelectionConfig(dg.Config):
 # stale. It is outside srl_pipeline, which never waits for it (a dep loads nothing; a never
 # materialized one leaves this asset fresh).
 @dg.asset(partitions_def=model_type_partitions, deps=["performance_report", "paid_candidates"],
-          group_name="performance", pool="duckdb", kinds={"duckdb"}, code_version=CODE_VERSION,
+          group_name="performance", pool="duckdb", kinds={"duckdb"}, code_version=CODE_VERSIONS["model_selection"],
           description="Per (model type, skill): the candidate with the best quality for cost (DynamicModelSelector).")
 def model_selection(context: dg.AssetExecutionContext, config: ModelSelectionConfig,
                     duckdb_store: DuckDBStore) -> dg.MaterializeResult:

@@ -38,8 +38,10 @@ from srl_assets.training.stages import read_rows
 
 # A retried op finds its intermediate checkpoints in the same work folder and resumes from them.
 TRAINING_RETRY = dg.RetryPolicy(max_retries=2, delay=5)
-# Bump when a change to an asset's code changes what it produces: the UI then marks it stale.
-CODE_VERSION = "1"
+# Each training asset's code version, raised when a change of its code or defaults changes what it makes from the
+# same inputs, so the UI marks it (and what reads it) stale after an upgrade. srl_checkpoint 2: the rft SRL stage
+# (2026-12-03); rlvr_checkpoint 2: rollouts of up to 384 tokens, not 320 (2026-12-04).
+CODE_VERSIONS = {"base_model": "1", "normalized_rewards": "1", "srl_checkpoint": "2", "rlvr_checkpoint": "2"}
 
 
 class ModelSourceConfig(dg.Config):
@@ -152,7 +154,7 @@ def _base_rows(trajs: pd.DataFrame, steps: pd.DataFrame, rules, config: BaseMode
 
 
 @dg.asset(partitions_def=model_type_partitions, deps=["trajectories", "srl_steps"], group_name="training",
-          pool="gpu", kinds={"pytorch"}, retry_policy=TRAINING_RETRY, code_version=CODE_VERSION, description="The starting policy: a tiny Llama + BPE tokenizer "
+          pool="gpu", kinds={"pytorch"}, retry_policy=TRAINING_RETRY, code_version=CODE_VERSIONS["base_model"], description="The starting policy: a tiny Llama + BPE tokenizer "
           "built offline and warm-started by a short SFT, or any Hugging Face causal LM.")
 def base_model(context: dg.AssetExecutionContext, config: BaseModelConfig, duckdb_store: DuckDBStore,
                rules_resource: RulesResource, checkpoint_store: CheckpointStore, training: TrainingResource,
@@ -182,7 +184,7 @@ def base_model(context: dg.AssetExecutionContext, config: BaseModelConfig, duckd
 
 
 @dg.asset(partitions_def=model_type_partitions, deps=["base_model", "srl_steps"], group_name="training",
-          pool="gpu", kinds={"pytorch", "duckdb"}, code_version=CODE_VERSION, description="Rollouts of the base policy on step prompts, "
+          pool="gpu", kinds={"pytorch", "duckdb"}, code_version=CODE_VERSIONS["normalized_rewards"], description="Rollouts of the base policy on step prompts, "
           "step rewards normalized by the RewardNormalizer; zero-variance prompts dropped and replaced.")
 def normalized_rewards(context: dg.AssetExecutionContext, config: NormalizedRewardsConfig,
                        duckdb_store: DuckDBStore, checkpoint_store: CheckpointStore, training: TrainingResource,
@@ -256,7 +258,7 @@ def rlvr_stage_rows(stored: list[Task], generator: DynamicExampleGenerator, rule
 
 
 @dg.asset(partitions_def=model_type_partitions, deps=["normalized_rewards", "base_model", "srl_steps"], group_name="training",
-          pool="gpu", kinds={"pytorch"}, retry_policy=TRAINING_RETRY, code_version=CODE_VERSION, description="SRL against the expert's next step, in the "
+          pool="gpu", kinds={"pytorch"}, retry_policy=TRAINING_RETRY, code_version=CODE_VERSIONS["srl_checkpoint"], description="SRL against the expert's next step, in the "
           "evaluation's prompt format: a likelihood step on the members the step reward accepts (update 'rft', the "
           "default) or the paper's step-wise GRPO (srl_assets/srl/step_grpo.py).")
 def srl_checkpoint(context: dg.AssetExecutionContext, config: SRLConfig, duckdb_store: DuckDBStore,
@@ -285,7 +287,7 @@ def srl_checkpoint(context: dg.AssetExecutionContext, config: SRLConfig, duckdb_
 
 
 @dg.asset(partitions_def=model_type_partitions, deps=["srl_checkpoint", "task_examples"], group_name="training",
-          pool="gpu", kinds={"pytorch"}, retry_policy=TRAINING_RETRY, code_version=CODE_VERSION, description="RLVR from the SRL checkpoint: reward = the verifier's "
+          pool="gpu", kinds={"pytorch"}, retry_policy=TRAINING_RETRY, code_version=CODE_VERSIONS["rlvr_checkpoint"], description="RLVR from the SRL checkpoint: reward = the verifier's "
           "verdict on the final spec (RFT on the policy's own verified samples by default; GRPO, the project's PPO, "
           "or DPO on verifier-ranked pairs); RFT and GRPO publish the round or step that does best on validation tasks.")
 def rlvr_checkpoint(context: dg.AssetExecutionContext, config: RLVRConfig, duckdb_store: DuckDBStore,
