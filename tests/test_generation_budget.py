@@ -44,8 +44,8 @@ def test_budget_fits_at_the_longest_trajectory_and_fails_one_token_below(checkpo
                                    "longest_expert_trajectory": longest, "over_budget": 1}
 
 
-def test_a_checkpoint_without_a_fast_tokenizer_is_named(tmp_path):
-    with pytest.raises(FileNotFoundError, match="tokenizer.json"):
+def test_a_checkpoint_without_a_tokenizer_is_named(tmp_path):
+    with pytest.raises(ValueError, match=f"{tmp_path}: no tokenizer"):
         trajectory_tokens(tmp_path, TRAJECTORIES)
 
 

@@ -12,14 +12,20 @@ from typing import Iterable
 def trajectory_tokens(checkpoint_dir: str | Path, trajectories: Iterable[str]) -> list[int]:
     """Each trajectory's length as the policy writes it with the checkpoint's tokenizer: its tokens plus the
     end-of-sequence token that ends a generated trajectory."""
-    from tokenizers import Tokenizer  # the fast tokenizer alone: transformers is not needed to count tokens
-
-    path = Path(checkpoint_dir) / "tokenizer.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: the checkpoint has no fast tokenizer to count tokens with")
-    tokenizer = Tokenizer.from_file(str(path))
     texts = list(trajectories)
-    return [len(e.ids) + 1 for e in tokenizer.encode_batch(texts, add_special_tokens=False)] if texts else []
+    path = Path(checkpoint_dir) / "tokenizer.json"
+    if path.is_file():  # the fast tokenizer alone (tokenizers): no need to import transformers to count tokens
+        from tokenizers import Tokenizer
+
+        encoded = Tokenizer.from_file(str(path)).encode_batch(texts, add_special_tokens=False) if texts else []
+        return [len(e.ids) + 1 for e in encoded]
+    from transformers import AutoTokenizer  # a checkpoint with only a slow tokenizer's files
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(checkpoint_dir))
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{checkpoint_dir}: no tokenizer to count the expert trajectories' tokens with ({exc})") from exc
+    return [len(tokenizer(t, add_special_tokens=False)["input_ids"]) + 1 for t in texts]
 
 
 def budget_fits(lengths: list[int], max_new_tokens: int) -> tuple[bool, dict[str, int | str]]:
