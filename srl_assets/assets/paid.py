@@ -84,8 +84,8 @@ class PaidFinetuneJobsConfig(dg.Config):
                                           "samples; 0 would make the k samples one greedy answer.")
     preference_max_tasks: int = Field(default=64, ge=1, description="Tasks sampled (the first verified "
                                       "trajectories); sampling runs on CPU, so keep it small.")
-    preference_max_new_tokens: int = Field(default=TRAJECTORY_MAX_NEW_TOKENS, ge=1, description="Generation budget per sample "
-                                           "(as performance_report).")
+    preference_max_new_tokens: int = Field(default=TRAJECTORY_MAX_NEW_TOKENS, ge=1, description="Generation "
+                                           "budget per sample (as performance_report).")
     preference_seed: int = Field(default=0, description="Sampling seed: a retried run draws the same samples.")
 
 

@@ -98,12 +98,13 @@ SRLConfig = config_from_dataclass(StepSRLConfig, "SRLConfig", defaults=SRL_DEFAU
         "slice (the expert steps the base has not been fine-tuned on), 'informative' = only the prompts "
         "normalized_rewards kept, 'all' = every trajectory's.")))})
 _GRPOForRLVR = config_from_dataclass(GRPOStageConfig, "RLVRGRPOConfig", defaults={
-    "max_steps": 24, "learning_rate": 3e-4, "warmup_ratio": 0.1, "beta": 0.05, "max_completion_length": TRAJECTORY_MAX_NEW_TOKENS,
-    "prompts_per_step": 8, "num_generations": 8, "temperature": 0.7, "eval_steps": 8})
-_PPOForRLVR = config_from_dataclass(PPOConfig, "RLVRPPOConfig", defaults={"num_steps": 8, "max_new_tokens": TRAJECTORY_MAX_NEW_TOKENS,
-                                                                         "save_steps": 4})
-_DPOForRLVR = config_from_dataclass(DPOStageConfig, "RLVRDPOConfig", defaults={"max_steps": 12,
-                                                                                   "max_new_tokens": TRAJECTORY_MAX_NEW_TOKENS})
+    "max_steps": 24, "learning_rate": 3e-4, "warmup_ratio": 0.1, "beta": 0.05,
+    "max_completion_length": TRAJECTORY_MAX_NEW_TOKENS, "prompts_per_step": 8, "num_generations": 8,
+    "temperature": 0.7, "eval_steps": 8})
+_PPOForRLVR = config_from_dataclass(PPOConfig, "RLVRPPOConfig", defaults={
+    "num_steps": 8, "max_new_tokens": TRAJECTORY_MAX_NEW_TOKENS, "save_steps": 4})
+_DPOForRLVR = config_from_dataclass(DPOStageConfig, "RLVRDPOConfig", defaults={
+    "max_steps": 12, "max_new_tokens": TRAJECTORY_MAX_NEW_TOKENS})
 # Two rounds of 800 tasks with 150 fine-tuning steps each, not RFTConfig's one round of 400 x 150: RLVR is the
 # stage where the demo's compute pays most. From the seven bases of a clean-clone demo (da2bb55), 200 held-out tasks
 # per type, the mean pass rate after one round of 800 tasks (the default until 2026-12-03) was 0.581, after two

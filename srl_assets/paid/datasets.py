@@ -186,8 +186,9 @@ def policy_preference_pairs(tasks: Sequence[Task], prompts: Sequence[str], sampl
                                   tuple(skipped))
 
 
-def sample_policy(model_path: str, prompts: Sequence[str], k: int, temperature: float, max_new_tokens: int = TRAJECTORY_MAX_NEW_TOKENS,
-                  batch_size: int = 16, seed: int = 0) -> list[list[str]]:
+def sample_policy(model_path: str, prompts: Sequence[str], k: int, temperature: float,
+                  max_new_tokens: int = TRAJECTORY_MAX_NEW_TOKENS, batch_size: int = 16,
+                  seed: int = 0) -> list[list[str]]:
     """``k`` completions per prompt from a local checkpoint, on CPU (the caller's process; no GPU is
     held for this), seeded so a retried run draws the same samples."""
     from srl_assets.models.tiny import generate, load_model  # torch only where sampling happens

@@ -1,7 +1,8 @@
 """Whether a generation budget fits the expert trajectories: a trajectory longer than the tokens the policy may
 write can never be written whole, so a task that needs one fails in evaluation and gives RLVR no verified sample,
-whatever the policy learned. No Dagster or torch here: the performance report's
-``generation_budget_fits_experts`` check calls it with the evaluated checkpoint's tokenizer file."""
+whatever the policy learned. No Dagster here: the performance report's ``generation_budget_fits_experts`` check
+calls it with the base checkpoint's folder (its tokenizer.json, read with the tokenizers library alone; transformers
+only for a checkpoint without one)."""
 
 from __future__ import annotations
 
@@ -24,7 +25,8 @@ def trajectory_tokens(checkpoint_dir: str | Path, trajectories: Iterable[str]) -
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(checkpoint_dir))
     except (OSError, ValueError) as exc:
-        raise ValueError(f"{checkpoint_dir}: no tokenizer to count the expert trajectories' tokens with ({exc})") from exc
+        raise ValueError(f"{checkpoint_dir}: no tokenizer to count the expert trajectories' tokens with "
+                         f"({exc})") from exc
     return [len(tokenizer(t, add_special_tokens=False)["input_ids"]) + 1 for t in texts]
 
 
