@@ -42,10 +42,10 @@ from srl_assets.dynamic_example_generator import DynamicExampleGenerator
 from srl_assets.paid.base import DatasetFormatError, JobStatus, ProviderRefused, SpendCapExceeded, TunedModel
 from srl_assets.paid.datasets import build_source, pair_provenance, pairs_from_policy, sample_policy, write_jsonl
 from srl_assets.paid.evaluation import PaidEvalConfig, evaluate_paid
-from srl_assets.prompts import TRAJECTORY_MAX_NEW_TOKENS
 from srl_assets.paid.grader import GraderUnavailable, openai_python_grader, vertex_reward_snippet
 from srl_assets.paid.job_store import JobStore, SubmitRequest, refresh, submit
 from srl_assets.partitions import model_type_partitions
+from srl_assets.prompts import TRAJECTORY_MAX_NEW_TOKENS
 from srl_assets.performance.performance_tracker import PerformanceTracker, per_skill_rows, report_rows
 
 HISTORY, SKILLS, EVALUATIONS = "performance_history", "performance_skills", "paid_evaluations"

@@ -31,8 +31,8 @@ from srl_assets.partitions import model_type_partitions
 from srl_assets.performance.generation_budget import budget_fits, trajectory_tokens
 from srl_assets.performance.performance_tracker import (EvalRecord, PerformanceTracker, SkillStat, markdown_table,
                                                         per_skill_rows, plot_pass_rates, report_rows)
-from srl_assets.prompts import TRAJECTORY_MAX_NEW_TOKENS
 from srl_assets.performance.weakness_detector import WeaknessDetector
+from srl_assets.prompts import TRAJECTORY_MAX_NEW_TOKENS
 from srl_assets.selection.dynamic_model_selector import (Candidate, DynamicModelSelector, SelectionWeights,
                                                          markdown_table as selection_table)
 from srl_assets.training.stages import read_rows

@@ -28,10 +28,9 @@ from srl_assets.config_models import config_from_dataclass
 from srl_assets.domains import MODEL_TYPES
 from srl_assets.dynamic_example_generator import DynamicExampleGenerator
 from srl_assets.partitions import model_type_partitions
-from srl_assets.prompts import TRAJECTORY_MAX_NEW_TOKENS
 from srl_assets.performance.performance_tracker import EvalRecord
 from srl_assets.performance.recipe_stats import beats, compare_recipes, comparison_plot, markdown_table
-from srl_assets.prompts import trim_lore
+from srl_assets.prompts import TRAJECTORY_MAX_NEW_TOKENS, trim_lore
 from srl_assets.rlvr.verifier_reward import task_column
 from srl_assets.training.configs import RFTConfig, StepSRLConfig
 from srl_assets.training.recipes import (COMPARISON_DEFAULTS, RECIPES, RFT_DEFAULTS, SRL_RECIPE_DEFAULTS,

@@ -30,7 +30,7 @@ def trajectory_tokens(checkpoint_dir: str | Path, trajectories: Iterable[str]) -
     return [len(tokenizer(t, add_special_tokens=False)["input_ids"]) + 1 for t in texts]
 
 
-def budget_fits(lengths: list[int], max_new_tokens: int) -> tuple[bool, dict[str, int | str]]:
+def budget_fits(lengths: list[int], max_new_tokens: int) -> tuple[bool, dict[str, int]]:
     """(passed, metadata): passed when no expert trajectory is longer than ``max_new_tokens``.
 
     >>> budget_fits([300, 344, 200], 320)

@@ -8,8 +8,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from srl_assets.prompts import TRAJECTORY_MAX_NEW_TOKENS
 from srl_assets.kl_controller import KLController, kl_controller_names, make_kl_controller
+from srl_assets.prompts import TRAJECTORY_MAX_NEW_TOKENS
 from srl_assets.reward_normalizer import normalizer_names
 
 

@@ -235,11 +235,11 @@ def run_comparison(spec: dict[str, Any], verifier, report: Callable[[dict[str, A
     evaluate = cfg.get("evaluate", {})
     tasks = [parse_task_column(r["task"]) for r in rows["eval"]]
     prompts = [r["prompt"] for r in rows["eval"]]
+    max_new_tokens = int(evaluate.get("max_new_tokens", TRAJECTORY_MAX_NEW_TOKENS))
     records = []
     for name in ["start", *recipes]:
         t0 = time.perf_counter()
-        found = evaluate_checkpoint(name, str(models / name), tasks, prompts, verifier,
-                                    max_new_tokens=int(evaluate.get("max_new_tokens", TRAJECTORY_MAX_NEW_TOKENS)),
+        found = evaluate_checkpoint(name, str(models / name), tasks, prompts, verifier, max_new_tokens=max_new_tokens,
                                     batch_size=int(evaluate.get("batch_size", 64)))
         info[name]["eval_seconds"] = round(time.perf_counter() - t0, 1)
         records.extend(found)

@@ -199,10 +199,10 @@ def evaluate_stage(spec: dict[str, Any], report: Reporter) -> dict[str, Any]:
     rows = read_rows(spec["data"])  # {"task": task row, "prompt"}
     tasks = [Task.from_row(r["task"]) for r in rows]
     prompts = [r["prompt"] for r in rows]
+    max_new_tokens = int(spec["config"].get("max_new_tokens", TRAJECTORY_MAX_NEW_TOKENS))
     records = []
     for candidate, path in spec["config"]["candidates"].items():
-        found = evaluate_checkpoint(candidate, path, tasks, prompts, verifier,
-                                    max_new_tokens=int(spec["config"].get("max_new_tokens", TRAJECTORY_MAX_NEW_TOKENS)),
+        found = evaluate_checkpoint(candidate, path, tasks, prompts, verifier, max_new_tokens=max_new_tokens,
                                     temperature=float(spec["config"].get("temperature", 0.0)),
                                     seed=int(spec["config"].get("seed", 0)))
         report({"event": "evaluated", "candidate": candidate,
